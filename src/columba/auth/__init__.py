@@ -1,0 +1,1 @@
+"""Columba auth package."""

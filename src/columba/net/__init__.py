@@ -1,0 +1,1 @@
+"""Columba net package."""

@@ -1,0 +1,1 @@
+"""Columba storage package."""
