@@ -51,9 +51,7 @@ def _config_command(args: argparse.Namespace) -> int:
         root = apply_connection_filters(config.root, ctx)
     if args.hide_key:
         return _print_values(config, root, args.hide_key, args.show_secrets)
-    sys.stdout.write(
-        dump(config, all_settings=args.all, show_secrets=args.show_secrets, root=root)
-    )
+    sys.stdout.write(dump(config, all_settings=args.all, show_secrets=args.show_secrets, root=root))
     return 0
 
 
@@ -106,7 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", dest="config", default=DEFAULT_CONFIG, help="configuration file")
     common.add_argument(
-        "-o", dest="override", action="append", default=[], metavar="KEY=VALUE",
+        "-o",
+        dest="override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a setting (may repeat; paths like namespace/inbox/separator=.)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,22 +119,40 @@ def build_parser() -> argparse.ArgumentParser:
     mode = config.add_mutually_exclusive_group()
     mode.add_argument("-n", action="store_true", help="only settings changed from defaults")
     mode.add_argument("-a", dest="all", action="store_true", help="all settings")
-    config.add_argument("-f", dest="filter", action="append", default=[], metavar="FILTER",
-                        help="apply connection filters, e.g. protocol=imap,remote=1.2.3.4")
+    config.add_argument(
+        "-f",
+        dest="filter",
+        action="append",
+        default=[],
+        metavar="FILTER",
+        help="apply connection filters, e.g. protocol=imap,remote=1.2.3.4",
+    )
     config.add_argument("-d", dest="group", metavar="@GROUP/NAME", help="show a group's content")
-    config.add_argument("-h", dest="hide_key", action="append", default=[], metavar="SETTING",
-                        help="print only the value of SETTING (may repeat)")
+    config.add_argument(
+        "-h",
+        dest="hide_key",
+        action="append",
+        default=[],
+        metavar="SETTING",
+        help="print only the value of SETTING (may repeat)",
+    )
     config.add_argument("-P", dest="show_secrets", action="store_true", help="show secrets")
     config.add_argument("--help", action="help", help="show this help")
     config.set_defaults(func=_config_command)
 
     serve = sub.add_parser("serve", parents=[common], help="run the server")
-    serve.add_argument("--role", action="append", default=[],
-                       choices=["proxy", "backend", "controller"],
-                       help="run only these roles (default: columba_roles)")
+    serve.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        choices=["proxy", "backend", "controller"],
+        help="run only these roles (default: columba_roles)",
+    )
     serve.set_defaults(func=_serve_command)
-    for name, text in (("reload", "reload the running server's configuration"),
-                       ("stop", "stop the running server")):
+    for name, text in (
+        ("reload", "reload the running server's configuration"),
+        ("stop", "stop the running server"),
+    ):
         cmd = sub.add_parser(name, parents=[common], help=text)
         cmd.set_defaults(func=_signal_command)
     return parser

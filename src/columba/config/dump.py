@@ -77,7 +77,11 @@ def _setting_lines(
         if value.items or not value.replace:
             lines.append(f"{indent}{name} {{")
             for key, item in value.items:
-                shown = HIDDEN if not show_secrets and _is_secret_item(key, item) else quote_if_needed(item)
+                shown = (
+                    HIDDEN
+                    if not show_secrets and _is_secret_item(key, item)
+                    else quote_if_needed(item)
+                )
                 lines.append(f"{indent}  {key} = {shown}".rstrip())
             lines.append(f"{indent}}}")
         return lines
@@ -121,7 +125,13 @@ def _filter_name(name: str) -> str:
     return name
 
 
-def dump(config: Config, *, all_settings: bool = False, show_secrets: bool = False, root: Block | None = None) -> str:
+def dump(
+    config: Config,
+    *,
+    all_settings: bool = False,
+    show_secrets: bool = False,
+    root: Block | None = None,
+) -> str:
     """The configuration as text (``-n`` by default, ``-a`` with ``all_settings``)."""
     block = root if root is not None else config.root
     header = f"# columba {__version__}: {config.path}"

@@ -96,10 +96,14 @@ def _include_group(
     parser: ConfigParser, config: Config, target: Block, include: GroupInclude, depth: int
 ) -> None:
     if depth >= MAX_GROUP_DEPTH:
-        raise ConfigError(f"Groups include each other too deeply (@{include.label})", include.origin)
+        raise ConfigError(
+            f"Groups include each other too deeply (@{include.label})", include.origin
+        )
     group = config.group(include.label, include.name)
     if group is None:
-        known = sorted(n for (label, n) in {**builtin_groups(), **config.groups} if label == include.label)
+        known = sorted(
+            n for (label, n) in {**builtin_groups(), **config.groups} if label == include.label
+        )
         hint = f" (known: {', '.join(known)})" if known else ""
         raise ConfigError(f"Unknown group @{include.label} = {include.name}{hint}", include.origin)
     content = group.copy()

@@ -1,4 +1,4 @@
-"""The dovecot.conf (2.4 syntax) parser: text and files into a :class:`~columba.config.tree.Block` tree.
+"""The dovecot.conf (2.4 syntax) parser: text and files into a tree of filter blocks.
 
 Hand-written because no library parses Dovecot's language: comments, quoting, ``\\``
 continuation, ``<file`` values, heredocs, named (list) filters with automatic setting-name
@@ -24,9 +24,9 @@ from columba.config.types import (
     BoolList,
     SettingDecl,
     SettingType,
+    SettingValueError,
     StrList,
     Value,
-    ValueError_,
     format_value,
     parse_bool,
     parse_value,
@@ -118,7 +118,9 @@ class ConfigParser:
 
     def _parse_text(self, text: str, filename: str, base_dir: Path, depth: int) -> None:
         if len(text) > MAX_FILE_SIZE:
-            raise ConfigError(f"Config file too large (over {MAX_FILE_SIZE} bytes)", Origin(filename, 1))
+            raise ConfigError(
+                f"Config file too large (over {MAX_FILE_SIZE} bytes)", Origin(filename, 1)
+            )
         self.files.append(filename)
         if len(self.files) > MAX_INCLUDED_FILES:
             raise ConfigError("Too many included files", Origin(filename, 1))
@@ -136,7 +138,9 @@ class ConfigParser:
     ) -> None:
         frame = self._stack[-1]
         if line == "}":
-            if len(self._stack) == 1 or frame.origin is not None and frame.origin.file != origin.file:
+            if len(self._stack) == 1 or (
+                frame.origin is not None and frame.origin.file != origin.file
+            ):
                 raise ConfigError("Unexpected '}'", origin)
             self._close(origin)
             return
@@ -181,9 +185,7 @@ class ConfigParser:
                 raise ConfigError(f"Can't read {full}: {exc.strerror or exc}", origin) from exc
         if "$ENV:" in raw:
             words = raw.split()
-            raw = " ".join(
-                self.env.get(w[5:], "") if w.startswith("$ENV:") else w for w in words
-            )
+            raw = " ".join(self.env.get(w[5:], "") if w.startswith("$ENV:") else w for w in words)
         return raw, False
 
     def _assign(self, key: str, text: str, quoted: bool, origin: Origin) -> None:
@@ -215,7 +217,7 @@ class ConfigParser:
         if frame.list_decl.type is SettingType.BOOLLIST:
             try:
                 frame.list_items.append((key, parse_bool(text)))
-            except ValueError_ as exc:
+            except SettingValueError as exc:
                 raise ConfigError(f"{frame.list_key}: {exc}", origin) from exc
         else:
             frame.list_items.append((key, text))
@@ -242,7 +244,9 @@ class ConfigParser:
             while segments and target is not None:
                 kind = segments.pop(0)
                 spec = self.schema.filter(kind)
-                child_name = segments.pop(0) if spec is not None and spec.listed and segments else ""
+                child_name = (
+                    segments.pop(0) if spec is not None and spec.listed and segments else ""
+                )
                 target = target.child(kind, child_name)
             chain = [target] if target is not None else []
         else:
@@ -396,10 +400,7 @@ class ConfigParser:
         if depth >= MAX_INCLUDE_DEPTH:
             raise ConfigError(f"Includes nested too deeply (over {MAX_INCLUDE_DEPTH})", origin)
         full = pattern if os.path.isabs(pattern) else str(base_dir / pattern)
-        if glob.has_magic(full):
-            paths = sorted(glob.glob(full))
-        else:
-            paths = [full]
+        paths = sorted(glob.glob(full)) if glob.has_magic(full) else [full]
         for path in paths:
             try:
                 text = _read_text(Path(path))
@@ -445,7 +446,7 @@ def parse_typed(decl: SettingDecl, text: str, origin: Origin) -> Value:
     """``text`` parsed as ``decl``'s type, or a ConfigError naming the setting."""
     try:
         return parse_value(decl, text)
-    except ValueError_ as exc:
+    except SettingValueError as exc:
         raise ConfigError(f"{decl.name}: {exc}", origin) from exc
 
 
@@ -502,7 +503,9 @@ def _logical_lines(lines: list[str], filename: str) -> Iterator[tuple[Origin, st
         if text.endswith("\\"):
             text = text[:-1].rstrip()
         if len(text) > MAX_LINE_LENGTH:
-            raise ConfigError(f"Line too long (over {MAX_LINE_LENGTH} bytes)", Origin(filename, start))
+            raise ConfigError(
+                f"Line too long (over {MAX_LINE_LENGTH} bytes)", Origin(filename, start)
+            )
         if text:
             yield Origin(filename, start), text
 

@@ -38,7 +38,9 @@ class ConnectionContext:
             if key == "service":
                 key = "protocol"
             if not sep or key not in CONNECTION_FILTERS:
-                raise ValueError(f"Invalid filter '{part}' (use protocol=, local=, local_name=, remote=)")
+                raise ValueError(
+                    f"Invalid filter '{part}' (use protocol=, local=, local_name=, remote=)"
+                )
             values[key] = value.strip()
         return cls(**values)
 
@@ -88,7 +90,10 @@ def _match(block: Block, ctx: ConnectionContext) -> int | None:
 
 
 def _collect(
-    block: Block, ctx: ConnectionContext, score: tuple[int, int, int, int], out: list[tuple[tuple[int, int, int, int], Block]]
+    block: Block,
+    ctx: ConnectionContext,
+    score: tuple[int, int, int, int],
+    out: list[tuple[tuple[int, int, int, int], Block]],
 ) -> None:
     for child in block.children:
         if child.kind not in CONNECTION_FILTERS:
@@ -105,7 +110,10 @@ def _collect(
 
 
 def apply_connection_filters(root: Block, ctx: ConnectionContext) -> Block:
-    """A copy of ``root`` with the filters matching ``ctx`` merged in and all connection filters removed."""
+    """A copy of ``root`` with the filters matching ``ctx`` merged in.
+
+    The result has no connection filters left.
+    """
     matches: list[tuple[tuple[int, int, int, int], Block]] = []
     _collect(root, ctx, (0, 0, 0, 0), matches)
     result = _without_connection_filters(root.copy())
@@ -172,31 +180,31 @@ class SettingsView:
     def is_set(self, name: str) -> bool:
         return any(node.get(name) is not None for node in self._chain())
 
-    def str(self, name: str) -> str:
+    def get_str(self, name: str) -> str:
         value = self.get(name)
         if not isinstance(value, str):
             raise TypeError(f"{name} is not a string setting")
         return value
 
-    def bool(self, name: str) -> bool:
+    def get_bool(self, name: str) -> bool:
         value = self.get(name)
         if not isinstance(value, bool):
             raise TypeError(f"{name} is not a boolean setting")
         return value
 
-    def int(self, name: str) -> int:
+    def get_int(self, name: str) -> int:
         value = self.get(name)
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} is not a numeric setting")
         return value
 
-    def list(self, name: str) -> list[str]:
+    def get_list(self, name: str) -> list[str]:
         value = self.get(name)
         if not isinstance(value, BoolList):
             raise TypeError(f"{name} is not a boolean list setting")
         return value.enabled()
 
-    def strlist(self, name: str) -> dict[str, str]:
+    def get_strlist(self, name: str) -> dict[str, str]:
         value = self.get(name)
         if not isinstance(value, StrList):
             raise TypeError(f"{name} is not a string list setting")

@@ -33,7 +33,7 @@ class SettingType(Enum):
     STRLIST = "string list"
 
 
-class ValueError_(ValueError):
+class SettingValueError(ValueError):
     """A value that does not fit its setting's type; the message names the problem."""
 
 
@@ -111,7 +111,7 @@ def parse_bool(text: str) -> bool:
         return True
     if value in ("no", "n", "0", "false"):
         return False
-    raise ValueError_(f"Invalid boolean value '{text}' (use yes or no)")
+    raise SettingValueError(f"Invalid boolean value '{text}' (use yes or no)")
 
 
 def parse_uint(text: str) -> int:
@@ -119,17 +119,17 @@ def parse_uint(text: str) -> int:
     if value.lower() == "unlimited":
         return UNLIMITED
     if not value.isdigit():
-        raise ValueError_(f"Invalid number '{text}'")
+        raise SettingValueError(f"Invalid number '{text}'")
     number = int(value)
     if number > MAX_UINT:
-        raise ValueError_(f"Number too large: '{text}'")
+        raise SettingValueError(f"Number too large: '{text}'")
     return number
 
 
 def parse_port(text: str) -> int:
     number = parse_uint(text)
     if not 0 <= number <= 65535:
-        raise ValueError_(f"Invalid port number '{text}' (0..65535)")
+        raise SettingValueError(f"Invalid port number '{text}' (0..65535)")
     return number
 
 
@@ -138,10 +138,10 @@ def parse_size(text: str) -> int:
         return UNLIMITED
     match = _SIZE_RE.match(text)
     if not match:
-        raise ValueError_(f"Invalid size '{text}' (use a number with B, K, M, G or T)")
+        raise SettingValueError(f"Invalid size '{text}' (use a number with B, K, M, G or T)")
     number = int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
     if number > MAX_UINT:
-        raise ValueError_(f"Size too large: '{text}'")
+        raise SettingValueError(f"Size too large: '{text}'")
     return number
 
 
@@ -151,7 +151,7 @@ def parse_time_msecs(text: str, *, default_unit_ms: int) -> int:
         return UNLIMITED
     match = _TIME_RE.match(text)
     if not match:
-        raise ValueError_(f"Invalid time interval '{text}'")
+        raise SettingValueError(f"Invalid time interval '{text}'")
     number, unit = int(match.group(1)), match.group(2).lower()
     if not unit:
         factor = default_unit_ms
@@ -163,12 +163,12 @@ def parse_time_msecs(text: str, *, default_unit_ms: int) -> int:
                 factor = ms
                 break
         if factor == 0:
-            raise ValueError_(f"Invalid time interval unit '{unit}' in '{text}'")
+            raise SettingValueError(f"Invalid time interval unit '{unit}' in '{text}'")
     if factor < default_unit_ms and number * factor % default_unit_ms:
-        raise ValueError_(f"Time interval '{text}' is not a whole number of seconds")
+        raise SettingValueError(f"Time interval '{text}' is not a whole number of seconds")
     total = number * factor
     if total > MAX_UINT:
-        raise ValueError_(f"Time interval too large: '{text}'")
+        raise SettingValueError(f"Time interval too large: '{text}'")
     return total
 
 
@@ -215,7 +215,7 @@ class SettingDecl:
 
 
 def parse_value(decl: SettingDecl, text: str) -> Value:
-    """Parse ``text`` as a value of ``decl``; raise ValueError_ naming what is wrong."""
+    """Parse ``text`` as a value of ``decl``; raise SettingValueError naming what is wrong."""
     kind = decl.type
     if kind is SettingType.BOOL:
         return parse_bool(text)
@@ -233,13 +233,15 @@ def parse_value(decl: SettingDecl, text: str) -> Value:
         value = text.strip()
         if value not in decl.choices:
             allowed = ", ".join(decl.choices)
-            raise ValueError_(f"Invalid value '{text}' (allowed: {allowed})")
+            raise SettingValueError(f"Invalid value '{text}' (allowed: {allowed})")
         return value
     if kind is SettingType.BOOLLIST:
         return parse_boollist(text)
     if kind is SettingType.STRLIST:
         if text.strip():
-            raise ValueError_("A string list is set with a { } block; only an empty value clears it")
+            raise SettingValueError(
+                "A string list is set with a { } block; only an empty value clears it"
+            )
         return StrList((), replace=True)
     return text
 
@@ -257,7 +259,9 @@ def format_value(decl: SettingDecl, value: Value) -> str:
         if kind is SettingType.SIZE:
             return format_size(value)
         if kind is SettingType.TIME:
-            return format_time_msecs(value * 1000, msecs=False) if value != UNLIMITED else "infinite"
+            return (
+                format_time_msecs(value * 1000, msecs=False) if value != UNLIMITED else "infinite"
+            )
         if kind is SettingType.TIME_MSECS:
             return format_time_msecs(value, msecs=True)
         return "unlimited" if value == UNLIMITED else str(value)
