@@ -1,0 +1,274 @@
+"""SQLite dict driver: the embedded store of the all-in-one server.
+
+One table, WAL journal, ``synchronous=FULL`` (a returned commit survives power loss), and a busy
+timeout so several processes can share one file.  Transactions run as ``BEGIN IMMEDIATE`` (the
+write lock is taken up front, so a read-check-write inside one transaction is atomic across
+processes).  Prefix iteration is an indexed range scan on the primary key, never LIKE.  The DML
+is plain SQL with ``INSERT ... ON CONFLICT`` so the PostgreSQL driver can share its shape.
+
+All SQLite calls run on one dedicated thread per `SqliteDict`; the event loop never blocks.
+
+Settings: ``sqlite_path`` (required), ``sqlite_journal_mode`` (``wal`` default, or ``delete``),
+``sqlite_busy_timeout`` (default ``30s``; ``500ms``, ``10s``, ``1min`` or plain seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from columba.dict.api import (
+    Dict,
+    DictConflict,
+    DictError,
+    DictOp,
+    DictTemporaryError,
+    DictTransaction,
+    prefix_upper_bound,
+    register_dict,
+)
+
+__all__ = ["SCHEMA", "TABLE", "SqliteDict"]
+
+TABLE = "columba_dict"
+
+# username is "" for shared/ keys.  WITHOUT ROWID makes the primary key the table's own order
+# (SQLite-only DDL; the DML below is portable).
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    username TEXT NOT NULL,
+    dict_key TEXT NOT NULL,
+    dict_value TEXT NOT NULL,
+    PRIMARY KEY (username, dict_key)
+) WITHOUT ROWID
+"""
+
+_UPSERT = (
+    f"INSERT INTO {TABLE} (username, dict_key, dict_value) VALUES (?, ?, ?) "
+    "ON CONFLICT (username, dict_key) DO UPDATE SET dict_value = excluded.dict_value"
+)
+_DELETE = f"DELETE FROM {TABLE} WHERE username = ? AND dict_key = ?"
+_SELECT = f"SELECT dict_value FROM {TABLE} WHERE username = ? AND dict_key = ?"
+
+_BUSY_CODES = {5, 6}  # SQLITE_BUSY, SQLITE_LOCKED
+
+_T = TypeVar("_T")
+
+
+def parse_duration(raw: str, default: float) -> float:
+    """Dovecot-style time value → seconds: ``500ms``, ``30s``, ``2min``, ``1h``, bare = seconds."""
+    text = raw.strip().lower().replace(" ", "")
+    if not text:
+        return default
+    units = (
+        ("msecs", 0.001), ("msec", 0.001), ("ms", 0.001),
+        ("mins", 60.0), ("min", 60.0), ("m", 60.0),
+        ("hours", 3600.0), ("hour", 3600.0), ("h", 3600.0),
+        ("secs", 1.0), ("sec", 1.0), ("s", 1.0),
+    )  # fmt: skip
+    number, scale = text, 1.0
+    for suffix, unit_scale in units:
+        if text.endswith(suffix):
+            number, scale = text[: -len(suffix)], unit_scale
+            break
+    try:
+        return float(number) * scale
+    except ValueError:
+        raise DictError(f"invalid time value {raw!r}") from None
+
+
+def _map_error(err: sqlite3.Error, *, uncertain: bool = False) -> DictError:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None and (code & 0xFF) in _BUSY_CODES:
+        return DictTemporaryError(f"sqlite dict busy: {err}")
+    if isinstance(err, sqlite3.OperationalError) and "locked" in str(err):
+        return DictTemporaryError(f"sqlite dict busy: {err}")
+    return DictError(f"sqlite dict: {err}", uncertain=uncertain)
+
+
+@register_dict("sqlite")
+class SqliteDict(Dict):
+    def __init__(self, settings: Mapping[str, str], username: str | None = None) -> None:
+        super().__init__(settings, username)
+        path = self.settings.get("sqlite_path", "")
+        if not path:
+            raise DictError("sqlite dict: sqlite_path is not set")
+        self.path = path
+        journal = self.settings.get("sqlite_journal_mode", "wal").strip().lower() or "wal"
+        if journal not in ("wal", "delete"):
+            raise DictError(f"sqlite_journal_mode: expected wal or delete, not {journal!r}")
+        self.journal_mode = journal
+        self.busy_timeout = parse_duration(self.settings.get("sqlite_busy_timeout", ""), 30.0)
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ thread side
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+            check_same_thread=False,  # only ever used from our one executor thread
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute(f"PRAGMA journal_mode = {self.journal_mode.upper()}")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _get(self, owner: str, key: str) -> str | None:
+        row = self._connect().execute(_SELECT, (owner, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _iterate(  # noqa: PLR0917
+        self,
+        owner: str,
+        prefix: str,
+        recurse: bool,
+        exact_depth: bool,
+        after: str | None,
+        limit: int | None,
+    ) -> list[tuple[str, str]]:
+        sql = [f"SELECT dict_key, dict_value FROM {TABLE} WHERE username = ?"]
+        args: list[object] = [owner]
+        if exact_depth:
+            sql.append("AND dict_key = ?")
+            args.append(prefix)
+        else:
+            sql.append("AND dict_key >= ?")
+            args.append(prefix)
+            upper = prefix_upper_bound(prefix)
+            if upper is not None:
+                sql.append("AND dict_key < ?")
+                args.append(upper)
+            if not recurse:
+                sql.append("AND instr(substr(dict_key, ?), '/') = 0")
+                args.append(len(prefix) + 1)
+        if after is not None:
+            sql.append("AND dict_key > ?")
+            args.append(after)
+        sql.append("ORDER BY dict_key")
+        if limit is not None:
+            sql.append("LIMIT ?")
+            args.append(limit)
+        rows = self._connect().execute(" ".join(sql), args).fetchall()
+        return [(str(k), str(v)) for k, v in rows]
+
+    def _apply(self, ops: list[tuple[str, DictOp]]) -> None:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for owner, op in ops:
+                if op.kind == "set":
+                    conn.execute(_UPSERT, (owner, op.key, op.value))
+                elif op.kind == "unset":
+                    conn.execute(_DELETE, (owner, op.key))
+                elif op.kind == "inc":
+                    row = conn.execute(_SELECT, (owner, op.key)).fetchone()
+                    try:
+                        base = 0 if row is None else int(row[0])
+                    except ValueError:
+                        raise DictError(
+                            f"atomic_inc {op.key!r}: value {row[0]!r} is not an integer"
+                        ) from None
+                    conn.execute(_UPSERT, (owner, op.key, str(base + op.diff)))
+                elif op.kind == "set_if":
+                    row = conn.execute(_SELECT, (owner, op.key)).fetchone()
+                    current = None if row is None else str(row[0])
+                    if current != op.expected:
+                        raise DictConflict(f"set_if {op.key!r}: value is not {op.expected!r}")
+                    if op.value is None:
+                        conn.execute(_DELETE, (owner, op.key))
+                    else:
+                        conn.execute(_UPSERT, (owner, op.key, op.value))
+                else:  # pragma: no cover
+                    raise DictError(f"unknown op {op.kind!r}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+                raise
+            # COMMIT failed but the transaction is gone: we can't tell whether it was applied.
+            raise _map_error(err, uncertain=True) from err
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ------------------------------------------------------------------ loop side
+
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._closed:
+            raise DictError("dict is closed")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="columba-sqlite-dict")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except DictError:
+            raise
+        except sqlite3.Error as err:
+            raise _map_error(err) from err
+        except OSError as err:
+            raise DictError(f"sqlite dict {self.path}: {err}") from err
+
+    async def get(self, key: str) -> str | None:
+        self.check_key(key)
+        return await self._run(self._get, self.owner_of(key), key)
+
+    async def iterate(
+        self,
+        prefix: str,
+        *,
+        recurse: bool = True,
+        exact_depth: bool = False,
+        after: str | None = None,
+        limit: int | None = None,
+    ) -> list[tuple[str, str]]:
+        self.check_key(prefix)
+        return await self._run(
+            self._iterate, self.owner_of(prefix), prefix, recurse, exact_depth, after, limit
+        )
+
+    def transaction(self) -> DictTransaction:
+        return _SqliteTransaction(self)
+
+    async def apply(self, ops: list[DictOp]) -> None:
+        await self._run(self._apply, [(self.owner_of(op.key), op) for op in ops])
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        if self._executor is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, self._close)
+            self._executor.shutdown(wait=False)
+            self._executor = None
+        self._closed = True
+
+
+class _SqliteTransaction(DictTransaction):
+    _owner: SqliteDict
+
+    async def _commit(self, ops: list[DictOp]) -> None:
+        await self._owner.apply(ops)
