@@ -1,0 +1,1 @@
+"""doveadm-style admin commands (``columba pw``, ``columba auth test``, ...)."""

@@ -1,0 +1,16 @@
+"""``passdb static { fields { password = ... } }``: every user name exists with one password
+(or with ``nopassword = yes``); used for master passwords and tests."""
+
+from __future__ import annotations
+
+from columba.auth.passdb import LookupStatus, Passdb, PassdbLookup, register_passdb
+
+
+@register_passdb("static")
+class StaticPassdb(Passdb):
+    async def lookup(self, user: str, variables: dict[str, str]) -> PassdbLookup:
+        fields = dict(self.extra_fields)
+        password = (
+            fields.pop("password", None) or self.view.get_str("passdb_static_password") or None
+        )
+        return PassdbLookup(LookupStatus.OK, user, password, fields)
