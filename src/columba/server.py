@@ -154,6 +154,7 @@ def serve(path: str, overrides: Sequence[str], roles: Sequence[str] = ()) -> int
 
     try:
         runtime = load_runtime(path, overrides, roles)
+        Path(runtime.view.get_str("base_dir")).mkdir(parents=True, exist_ok=True)
         _apply_logging(runtime)
     except ConfigError as exc:
         print(f"columba: Fatal: {exc}", file=sys.stderr)
@@ -167,8 +168,6 @@ def serve(path: str, overrides: Sequence[str], roles: Sequence[str] = ()) -> int
         set_runtime(new)
         return master_settings(new)
 
-    base_dir = Path(runtime.view.get_str("base_dir"))
-    base_dir.mkdir(parents=True, exist_ok=True)
     log_line(
         "master_starting",
         config=path,
