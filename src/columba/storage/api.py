@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from columba.storage.mime import ParsedMessage
 
 SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
-"""Flags stored per message; keywords are any other atom (stored as sent, matched case-insensitively)."""
+"""Flags stored per message; keywords are any other atom (stored as sent, matched
+case-insensitively)."""
 
 SPECIAL_USE_FLAGS = frozenset(
     {"\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash", "\\Important"}
@@ -388,7 +389,11 @@ class MailStorage(ABC):
 
     @abstractmethod
     async def deliver(
-        self, user: UserInfo, data: bytes, mailbox: str = "INBOX", flags: frozenset[str] = frozenset()
+        self,
+        user: UserInfo,
+        data: bytes,
+        mailbox: str = "INBOX",
+        flags: frozenset[str] = frozenset(),
     ) -> DeliveryResult:
         """Save a delivered message, durable on return. A missing ``mailbox`` other than INBOX
         falls back to INBOX unless ``lda_mailbox_autocreate`` is set."""

@@ -1,0 +1,65 @@
+"""Build the process's :class:`MailStorage` from plain settings.
+
+The configuration layer maps dovecot.conf (``obox { fs ... }``, ``namespace { mailbox { auto,
+special_use } }``, ``mail_save_max_size``, ``lda_mailbox_autocreate``/``autosubscribe``,
+``mail_home``/metacache directory) to a :class:`StorageSettings`; this module knows nothing of
+the config language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from columba.fs.api import FsSpec
+from columba.storage.api import MailStorage, UserInfo
+
+AutoMode = Literal["no", "create", "subscribe"]
+
+
+@dataclass(frozen=True)
+class AutoMailbox:
+    """One ``mailbox NAME { auto = ...  special_use = ... }`` of the inbox namespace."""
+
+    name: str
+    auto: AutoMode = "no"
+    special_use: frozenset[str] = frozenset()
+
+
+ENGLISH_MAILBOX_DEFAULTS: tuple[AutoMailbox, ...] = (
+    AutoMailbox("Drafts", "subscribe", frozenset({"\\Drafts"})),
+    AutoMailbox("Junk", "subscribe", frozenset({"\\Junk"})),
+    AutoMailbox("Trash", "subscribe", frozenset({"\\Trash"})),
+    AutoMailbox("Sent", "subscribe", frozenset({"\\Sent"})),
+    AutoMailbox("Sent Messages", "no", frozenset({"\\Sent"})),
+)
+"""``@mailbox_defaults = english`` (reference §1.13): Drafts/Junk/Trash/Sent subscribed."""
+
+
+def home_index_dir(user: UserInfo) -> Path:
+    """The default index directory: the user's home."""
+    return Path(user.home)
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    fs_specs: Callable[[UserInfo], list[FsSpec]]
+    """The user's ``obox`` fs stack, outermost first, variables already expanded."""
+    auto_mailboxes: list[AutoMailbox] = field(default_factory=list)
+    mail_save_max_size: int = 0
+    """Largest message accepted by APPEND/delivery in bytes; 0 = no limit."""
+    lda_mailbox_autocreate: bool = False
+    lda_mailbox_autosubscribe: bool = False
+    index_dir: Callable[[UserInfo], Path] = home_index_dir
+    """Where ``columba-index.db`` lives (created 0700)."""
+    index_busy_timeout: float = 30.0
+    """Seconds a write waits for another process's index transaction."""
+
+
+def build_storage(settings: StorageSettings) -> MailStorage:
+    """The obox storage for these settings."""
+    from columba.storage.obox import ObOxStorage
+
+    return ObOxStorage(settings)

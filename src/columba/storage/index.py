@@ -1,0 +1,993 @@
+"""The per-user SQLite index ("metacache"): schema v1 and every query the obox driver makes.
+
+One file per user, ``<index dir>/columba-index.db`` (WAL, ``synchronous=FULL``, busy timeout),
+shared by every process of a backend. :class:`MailIndex` is synchronous and owned by one thread
+(the obox driver runs it on a per-user single-thread executor); every method is one transaction,
+so several processes can write the same user: writes run under ``BEGIN IMMEDIATE`` (UID
+allocation and MODSEQ bumps are read-check-write steps that must not interleave), reads under a
+deferred ``BEGIN`` so they see one consistent snapshot.
+
+Tables:
+
+* ``mailboxes`` — name, guid, uidvalidity, uidnext, highestmodseq, special_use, selectable
+  (0 = ``\\Noselect`` placeholder), first_recent_uid (RFC 3501 ``\\Recent`` ownership boundary).
+* ``messages`` — one row per message in a mailbox: uid, guid, object path, modseq, flags (text:
+  system flags then keywords as stored, space separated) plus ``sysflags`` (bit mask for fast
+  counts), internaldate (ISO 8601 with offset), savedate, size.
+* ``message_cache`` — the parse made once at save (``storage.mime`` JSON) and the header bytes,
+  keyed like ``messages`` but kept apart so scans of ``messages`` stay narrow.
+* ``expunged`` — (mailbox, uid, modseq) of every expunge, for QRESYNC and for views to sync.
+* ``subscriptions`` — subscribed names (they need not exist).
+* ``keywords`` — per mailbox, every keyword ever used, unique case-insensitively, spelled as
+  first sent.
+* ``meta`` — ``change_counter`` (bumped by every write transaction) and ``last_uidvalidity``.
+
+No migrations: ``PRAGMA user_version`` is 1; another version is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from columba.storage.api import (
+    SPECIAL_USE_FLAGS,
+    InvalidMailboxName,
+    MailboxExists,
+    MailboxHasChildren,
+    MailboxNotFound,
+    StorageError,
+    StoreMode,
+)
+from columba.storage.names import INBOX, SEPARATOR, is_descendant, parents
+
+INDEX_FILENAME = "columba-index.db"
+SCHEMA_VERSION = 1
+
+SYSTEM_FLAG_BITS: dict[str, int] = {
+    "\\Seen": 1,
+    "\\Answered": 2,
+    "\\Flagged": 4,
+    "\\Deleted": 8,
+    "\\Draft": 16,
+}
+SEEN = SYSTEM_FLAG_BITS["\\Seen"]
+DELETED = SYSTEM_FLAG_BITS["\\Deleted"]
+_SYSTEM_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAG_BITS}
+_KEYWORD_FORBIDDEN = frozenset('(){ %*"\\]')
+_RANGES_PER_QUERY = 200
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mailboxes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    guid TEXT NOT NULL UNIQUE,
+    uidvalidity INTEGER NOT NULL,
+    uidnext INTEGER NOT NULL DEFAULT 1,
+    highestmodseq INTEGER NOT NULL DEFAULT 1,
+    special_use TEXT NOT NULL DEFAULT '',
+    selectable INTEGER NOT NULL DEFAULT 1,
+    first_recent_uid INTEGER NOT NULL DEFAULT 1,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    guid TEXT NOT NULL,
+    object_path TEXT NOT NULL,
+    modseq INTEGER NOT NULL,
+    sysflags INTEGER NOT NULL,
+    flags TEXT NOT NULL,
+    internaldate TEXT NOT NULL,
+    savedate TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX IF NOT EXISTS messages_modseq ON messages (mailbox_id, modseq);
+CREATE TABLE IF NOT EXISTS message_cache (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    parsed TEXT NOT NULL,
+    header BLOB NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE TABLE IF NOT EXISTS expunged (
+    mailbox_id INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    modseq INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS expunged_modseq ON expunged (mailbox_id, modseq);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    name TEXT PRIMARY KEY
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS keywords (
+    mailbox_id INTEGER NOT NULL,
+    keyword_key TEXT NOT NULL,
+    keyword TEXT NOT NULL,
+    PRIMARY KEY (mailbox_id, keyword_key)
+) WITHOUT ROWID;
+"""
+
+_MAILBOX_COLS = (
+    "id, name, guid, uidvalidity, uidnext, highestmodseq, special_use, selectable, first_recent_uid"
+)
+_MESSAGE_COLS = "uid, guid, object_path, modseq, flags, internaldate, savedate, size"
+
+
+# ---------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxRow:
+    id: int
+    name: str
+    guid: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    special_use: frozenset[str]
+    selectable: bool
+    first_recent_uid: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    uid: int
+    guid: str
+    object_path: str
+    modseq: int
+    flags: frozenset[str]
+    internaldate: str
+    """ISO 8601 with UTC offset."""
+    savedate: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message whose object is already durable, to be indexed."""
+
+    guid: str
+    object_path: str
+    flags: Sequence[str]
+    internaldate: str
+    savedate: str
+    size: int
+    parsed: str
+    header: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    messages: int
+    recent: int
+    unseen: int
+    size: int
+    deleted: int
+    deleted_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSnapshot:
+    mailbox: MailboxRow
+    messages: list[MessageRow]
+    keywords: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDelta:
+    mailbox: MailboxRow
+    changed: list[MessageRow]
+    """Rows below the previous UIDNEXT whose modseq is newer than the previous HIGHESTMODSEQ."""
+    added: list[MessageRow]
+    """Rows at or above the previous UIDNEXT."""
+    expunged: list[int]
+    """UIDs expunged with a modseq newer than the previous HIGHESTMODSEQ."""
+    keywords: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    updated: list[MessageRow]
+    failed: list[int]
+    unchanged: list[MessageRow]
+    keywords: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOutcome:
+    uidvalidity: int
+    source_uids: list[int]
+    dest_uids: list[int]
+    unused_paths: list[str]
+    """New object paths whose source row vanished before the commit (delete them)."""
+    removed_paths: list[str]
+    """Object paths of source rows a move removed (delete them)."""
+
+
+class CommitUncertain(StorageError):  # noqa: N818 - reads as the condition
+    """COMMIT failed after the transaction ended: it may or may not have been applied."""
+
+    imap_code = "UNAVAILABLE"
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def uid_ranges(uids: Iterable[int]) -> list[tuple[int, int]]:
+    """Sorted, merged inclusive ranges covering `uids`."""
+    ranges: list[tuple[int, int]] = []
+    for uid in sorted(set(uids)):
+        if ranges and uid == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], uid)
+        else:
+            ranges.append((uid, uid))
+    return ranges
+
+
+def _range_chunks(ranges: list[tuple[int, int]]) -> Iterator[tuple[str, list[int]]]:
+    """``(uid BETWEEN ? AND ? OR ...)`` clauses with their parameters, a bounded number each."""
+    for start in range(0, len(ranges), _RANGES_PER_QUERY):
+        chunk = ranges[start : start + _RANGES_PER_QUERY]
+        clause = " OR ".join("uid BETWEEN ? AND ?" for _ in chunk)
+        params = [n for pair in chunk for n in pair]
+        yield f"({clause})", params
+
+
+def _check_keyword(flag: str) -> None:
+    if not flag or any(ord(c) <= 0x20 or ord(c) == 0x7F or c in _KEYWORD_FORBIDDEN for c in flag):
+        raise StorageError(f"Invalid keyword {flag!r}")
+
+
+def split_flags(flags: Iterable[str]) -> tuple[int, list[str]]:
+    """System flag bits and keywords (deduplicated case-insensitively, in order).
+
+    ``\\Recent`` is dropped (nobody can set it); another unknown ``\\`` flag is an error.
+    """
+    bits = 0
+    keywords: list[str] = []
+    seen: set[str] = set()
+    for flag in flags:
+        if flag.startswith("\\"):
+            lower = flag.lower()
+            if lower == "\\recent":
+                continue
+            system = _SYSTEM_BY_LOWER.get(lower)
+            if system is None:
+                raise StorageError(f"Invalid system flag {flag}")
+            bits |= SYSTEM_FLAG_BITS[system]
+            continue
+        _check_keyword(flag)
+        key = flag.casefold()
+        if key not in seen:
+            seen.add(key)
+            keywords.append(flag)
+    return bits, keywords
+
+
+def flags_text(bits: int, keywords: Iterable[str]) -> str:
+    parts = [name for name, bit in SYSTEM_FLAG_BITS.items() if bits & bit]
+    parts.extend(keywords)
+    return " ".join(parts)
+
+
+def _text_keywords(text: str) -> list[str]:
+    return [f for f in text.split() if not f.startswith("\\")]
+
+
+def new_guid() -> str:
+    return uuid.uuid4().hex
+
+
+def _is_busy(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None and (code & 0xFF) in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED
+        return True
+    return "locked" in str(err) or "busy" in str(err)
+
+
+# ---------------------------------------------------------------------- the index
+
+
+class MailIndex:
+    """One user's index file. Not thread-safe: use it from one thread at a time."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._flag_cache: dict[str, frozenset[str]] = {}
+
+    # ------------------------------------------------------------------ connection
+
+    def open(self) -> None:
+        if self._conn is not None:
+            return
+        directory = self.path.parent
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+        conn = sqlite3.connect(
+            str(self.path),
+            timeout=self.busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version not in (0, SCHEMA_VERSION):
+                raise StorageError(f"{self.path}: unsupported index version {version}")
+            if version == 0:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.open()
+        assert self._conn is not None
+        return self._conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('change_counter', 1) "
+                "ON CONFLICT (key) DO UPDATE SET value = value + 1"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+                raise
+            raise CommitUncertain(f"index commit outcome unknown: {err}") from err
+
+    # ------------------------------------------------------------------ row helpers
+
+    def _flags(self, text: str) -> frozenset[str]:
+        cached = self._flag_cache.get(text)
+        if cached is None:
+            cached = frozenset(text.split())
+            if len(self._flag_cache) < 10000:
+                self._flag_cache[text] = cached
+        return cached
+
+    def _message(self, row: tuple[object, ...]) -> MessageRow:
+        uid, guid, path, modseq, flags, internaldate, savedate, size = row
+        return MessageRow(
+            uid=int(uid),  # type: ignore[call-overload]
+            guid=str(guid),
+            object_path=str(path),
+            modseq=int(modseq),  # type: ignore[call-overload]
+            flags=self._flags(str(flags)),
+            internaldate=str(internaldate),
+            savedate=str(savedate),
+            size=int(size),  # type: ignore[call-overload]
+        )
+
+    @staticmethod
+    def _mailbox(row: tuple[object, ...]) -> MailboxRow:
+        mid, name, guid, uidvalidity, uidnext, hms, special, selectable, first_recent = row
+        return MailboxRow(
+            id=int(mid),  # type: ignore[call-overload]
+            name=str(name),
+            guid=str(guid),
+            uidvalidity=int(uidvalidity),  # type: ignore[call-overload]
+            uidnext=int(uidnext),  # type: ignore[call-overload]
+            highestmodseq=int(hms),  # type: ignore[call-overload]
+            special_use=frozenset(str(special).split()),
+            selectable=bool(selectable),
+            first_recent_uid=int(first_recent),  # type: ignore[call-overload]
+        )
+
+    def _get_mailbox(self, conn: sqlite3.Connection, name: str) -> MailboxRow | None:
+        row = conn.execute(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE name = ?", (name,))
+        found = row.fetchone()
+        return None if found is None else self._mailbox(found)
+
+    def _mailbox_by_id(self, conn: sqlite3.Connection, mailbox_id: int, guid: str) -> MailboxRow:
+        row = conn.execute(
+            f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = ? AND guid = ?", (mailbox_id, guid)
+        ).fetchone()
+        if row is None or not row[7]:
+            raise MailboxNotFound("Mailbox was deleted")
+        return self._mailbox(row)
+
+    def _select_messages(
+        self, conn: sqlite3.Connection, mailbox_id: int, uids: Iterable[int]
+    ) -> list[MessageRow]:
+        out: list[MessageRow] = []
+        for clause, params in _range_chunks(uid_ranges(uids)):
+            cur = conn.execute(
+                f"SELECT {_MESSAGE_COLS} FROM messages WHERE mailbox_id = ? AND {clause} "
+                "ORDER BY uid",
+                [mailbox_id, *params],
+            )
+            out.extend(self._message(r) for r in cur)
+        return out
+
+    def _next_uidvalidity(self, conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'last_uidvalidity'").fetchone()
+        last = int(row[0]) if row else 0
+        value = max(int(time.time()), last + 1) & 0xFFFFFFFF or 1
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('last_uidvalidity', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (value,),
+        )
+        return value
+
+    def _keywords(self, conn: sqlite3.Connection, mailbox_id: int) -> list[str]:
+        cur = conn.execute(
+            "SELECT keyword FROM keywords WHERE mailbox_id = ? ORDER BY keyword_key",
+            (mailbox_id,),
+        )
+        return [str(r[0]) for r in cur]
+
+    def _canon_keywords(
+        self, conn: sqlite3.Connection, mailbox_id: int, keywords: Sequence[str]
+    ) -> list[str]:
+        """The mailbox's spelling of each keyword; new ones are added to the mailbox."""
+        out: list[str] = []
+        for kw in keywords:
+            key = kw.casefold()
+            row = conn.execute(
+                "SELECT keyword FROM keywords WHERE mailbox_id = ? AND keyword_key = ?",
+                (mailbox_id, key),
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO keywords (mailbox_id, keyword_key, keyword) VALUES (?, ?, ?)",
+                    (mailbox_id, key, kw),
+                )
+                out.append(kw)
+            else:
+                out.append(str(row[0]))
+        return out
+
+    def _bump_modseq(self, conn: sqlite3.Connection, mailbox_id: int) -> int:
+        row = conn.execute(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = ? "
+            "RETURNING highestmodseq",
+            (mailbox_id,),
+        ).fetchone()
+        return int(row[0])
+
+    def _has_children(self, conn: sqlite3.Connection, name: str) -> bool:
+        prefix = name + SEPARATOR
+        row = conn.execute(
+            "SELECT 1 FROM mailboxes WHERE name > ? AND substr(name, 1, ?) = ? LIMIT 1",
+            (prefix, len(prefix), prefix),
+        ).fetchone()
+        return row is not None
+
+    def _drop_mailbox_rows(self, conn: sqlite3.Connection, mailbox_id: int) -> list[str]:
+        paths = [
+            str(r[0])
+            for r in conn.execute(
+                "SELECT object_path FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+            )
+        ]
+        for table in ("messages", "message_cache", "expunged", "keywords"):
+            conn.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
+        return paths
+
+    def _cleanup_placeholders(self, conn: sqlite3.Connection, names: Iterable[str]) -> None:
+        """Remove ``\\Noselect`` placeholders among `names` (and up) left without children."""
+        for name in sorted(set(names), key=len, reverse=True):
+            row = self._get_mailbox(conn, name)
+            if row is not None and not row.selectable and not self._has_children(conn, name):
+                self._drop_mailbox_rows(conn, row.id)
+                conn.execute("DELETE FROM mailboxes WHERE id = ?", (row.id,))
+
+    def _insert_mailbox(
+        self, conn: sqlite3.Connection, name: str, special_use: frozenset[str]
+    ) -> MailboxRow:
+        conn.execute(
+            "INSERT INTO mailboxes (name, guid, uidvalidity, special_use, created) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (name, new_guid(), self._next_uidvalidity(conn), " ".join(sorted(special_use)),
+             time.time()),
+        )  # fmt: skip
+        row = self._get_mailbox(conn, name)
+        assert row is not None
+        return row
+
+    # ------------------------------------------------------------------ mailboxes
+
+    def get_mailbox(self, name: str) -> MailboxRow | None:
+        with self._read() as conn:
+            return self._get_mailbox(conn, name)
+
+    def list_mailboxes(self) -> tuple[list[MailboxRow], list[str]]:
+        """Every mailbox row (placeholders included) and every subscribed name."""
+        with self._read() as conn:
+            rows = [
+                self._mailbox(r)
+                for r in conn.execute(f"SELECT {_MAILBOX_COLS} FROM mailboxes ORDER BY name")
+            ]
+            subs = [str(r[0]) for r in conn.execute("SELECT name FROM subscriptions")]
+        return rows, subs
+
+    def create_mailbox(self, name: str, special_use: frozenset[str]) -> MailboxRow:
+        bad = special_use - SPECIAL_USE_FLAGS
+        if bad:
+            err = StorageError(f"Invalid special-use flag {sorted(bad)[0]}")
+            err.imap_code = "USEATTR"
+            raise err
+        with self._write() as conn:
+            existing = self._get_mailbox(conn, name)
+            if existing is not None:
+                if existing.selectable:
+                    raise MailboxExists("Mailbox already exists")
+                conn.execute(
+                    "UPDATE mailboxes SET selectable = 1, guid = ?, uidvalidity = ?, "
+                    "special_use = ? WHERE id = ?",
+                    (new_guid(), self._next_uidvalidity(conn), " ".join(sorted(special_use)),
+                     existing.id),
+                )  # fmt: skip
+                row = self._get_mailbox(conn, name)
+                assert row is not None
+                return row
+            return self._insert_mailbox(conn, name, special_use)
+
+    def ensure_mailboxes(self, wanted: Sequence[tuple[str, frozenset[str], bool]]) -> None:
+        """Create the missing ones of ``(name, special_use, subscribe)`` (INBOX always)."""
+        with self._read() as conn:
+            missing = [
+                w
+                for w in wanted
+                if (r := self._get_mailbox(conn, w[0])) is None or not r.selectable
+            ]
+            inbox = self._get_mailbox(conn, INBOX)
+            subs = {str(r[0]) for r in conn.execute("SELECT name FROM subscriptions")}
+        need_subs = [w[0] for w in wanted if w[2] and w[0] not in subs]
+        if not missing and not need_subs and inbox is not None:
+            return
+        with self._write() as conn:
+            if self._get_mailbox(conn, INBOX) is None:
+                self._insert_mailbox(conn, INBOX, frozenset())
+            for name, special_use, _sub in missing:
+                existing = self._get_mailbox(conn, name)
+                if existing is None:
+                    self._insert_mailbox(conn, name, special_use)
+                elif not existing.selectable:
+                    conn.execute(
+                        "UPDATE mailboxes SET selectable = 1, guid = ?, uidvalidity = ? "
+                        "WHERE id = ?",
+                        (new_guid(), self._next_uidvalidity(conn), existing.id),
+                    )
+            for name in need_subs:
+                conn.execute(
+                    "INSERT INTO subscriptions (name) VALUES (?) ON CONFLICT DO NOTHING", (name,)
+                )
+
+    def delete_mailbox(self, name: str) -> list[str]:
+        """Delete per RFC 3501; returns the object paths to delete after the commit."""
+        if name == INBOX:
+            raise InvalidMailboxName("INBOX can't be deleted")
+        with self._write() as conn:
+            row = self._get_mailbox(conn, name)
+            if row is None:
+                raise MailboxNotFound(f"Mailbox doesn't exist: {name}")
+            if self._has_children(conn, name):
+                if not row.selectable:
+                    raise MailboxHasChildren(f"Mailbox has children, delete them first: {name}")
+                paths = self._drop_mailbox_rows(conn, row.id)
+                conn.execute(
+                    "UPDATE mailboxes SET selectable = 0, special_use = '', "
+                    "highestmodseq = highestmodseq + 1, first_recent_uid = uidnext WHERE id = ?",
+                    (row.id,),
+                )
+                return paths
+            paths = self._drop_mailbox_rows(conn, row.id)
+            conn.execute("DELETE FROM mailboxes WHERE id = ?", (row.id,))
+            self._cleanup_placeholders(conn, parents(name))
+            return paths
+
+    def rename_mailbox(self, old: str, new: str) -> None:
+        """Rename a mailbox and its children (not INBOX: see the driver)."""
+        if new == old:
+            raise MailboxExists("Mailbox already exists")
+        if is_descendant(new, old):
+            raise InvalidMailboxName("Can't rename a mailbox under itself")
+        with self._write() as conn:
+            row = self._get_mailbox(conn, old)
+            if row is None:
+                raise MailboxNotFound(f"Mailbox doesn't exist: {old}")
+            prefix = old + SEPARATOR
+            children = [
+                (int(r[0]), str(r[1]))
+                for r in conn.execute(
+                    "SELECT id, name FROM mailboxes WHERE substr(name, 1, ?) = ?",
+                    (len(prefix), prefix),
+                )
+            ]
+            moves = [(row.id, old, new)] + [
+                (cid, cname, new + cname[len(old) :]) for cid, cname in children
+            ]
+            for _mid, _src, dst in moves:
+                if dst == INBOX or self._get_mailbox(conn, dst) is not None:
+                    raise MailboxExists(f"Mailbox already exists: {dst}")
+            # Two steps so a name swap inside the set can't hit the UNIQUE constraint.
+            for mid, _src, _dst in moves:
+                conn.execute(
+                    "UPDATE mailboxes SET name = ? WHERE id = ?", (f"\0rename\0{mid}", mid)
+                )
+            for mid, _src, dst in moves:
+                conn.execute("UPDATE mailboxes SET name = ? WHERE id = ?", (dst, mid))
+            for _mid, src, dst in moves:
+                if conn.execute("SELECT 1 FROM subscriptions WHERE name = ?", (src,)).fetchone():
+                    conn.execute("DELETE FROM subscriptions WHERE name = ?", (src,))
+                    conn.execute(
+                        "INSERT INTO subscriptions (name) VALUES (?) ON CONFLICT DO NOTHING",
+                        (dst,),
+                    )
+            self._cleanup_placeholders(conn, parents(old))
+
+    def set_subscribed(self, name: str, subscribed: bool) -> None:
+        with self._write() as conn:
+            if subscribed:
+                conn.execute(
+                    "INSERT INTO subscriptions (name) VALUES (?) ON CONFLICT DO NOTHING", (name,)
+                )
+            else:
+                conn.execute("DELETE FROM subscriptions WHERE name = ?", (name,))
+
+    def status(self, name: str) -> tuple[MailboxRow, StatusCounts]:
+        with self._read() as conn:
+            row = self._get_mailbox(conn, name)
+            if row is None or not row.selectable:
+                raise MailboxNotFound(f"Mailbox doesn't exist: {name}")
+            agg = conn.execute(
+                "SELECT count(*), "
+                "coalesce(sum(uid >= ?), 0), "
+                "coalesce(sum((sysflags & ?) = 0), 0), "
+                "coalesce(sum(size), 0), "
+                "coalesce(sum((sysflags & ?) != 0), 0), "
+                "coalesce(sum(CASE WHEN (sysflags & ?) != 0 THEN size ELSE 0 END), 0) "
+                "FROM messages WHERE mailbox_id = ?",
+                (row.first_recent_uid, SEEN, DELETED, DELETED, row.id),
+            ).fetchone()
+        return row, StatusCounts(*(int(v) for v in agg))
+
+    # ------------------------------------------------------------------ messages
+
+    def append(
+        self, mailbox_id: int, mailbox_guid: str, msgs: Sequence[NewMessage]
+    ) -> tuple[int, list[int]]:
+        """Index messages whose objects are durable; returns (uidvalidity, uids)."""
+        with self._write() as conn:
+            box = self._mailbox_by_id(conn, mailbox_id, mailbox_guid)
+            modseq = self._bump_modseq(conn, mailbox_id)
+            uids = list(range(box.uidnext, box.uidnext + len(msgs)))
+            rows = []
+            caches = []
+            for uid, msg in zip(uids, msgs, strict=True):
+                bits, kws = split_flags(msg.flags)
+                kws = self._canon_keywords(conn, mailbox_id, kws)
+                rows.append(
+                    (mailbox_id, uid, msg.guid, msg.object_path, modseq, bits,
+                     flags_text(bits, kws), msg.internaldate, msg.savedate, msg.size)
+                )  # fmt: skip
+                caches.append((mailbox_id, uid, msg.parsed, msg.header))
+            conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT INTO message_cache VALUES (?, ?, ?, ?)", caches)
+            conn.execute(
+                "UPDATE mailboxes SET uidnext = ? WHERE id = ?", (box.uidnext + len(msgs), box.id)
+            )
+            return box.uidvalidity, uids
+
+    def copy_rows(
+        self,
+        src_id: int,
+        src_guid: str,
+        pairs: Sequence[tuple[int, str]],
+        dst_id: int,
+        dst_guid: str,
+        *,
+        move: bool,
+    ) -> CopyOutcome:
+        """Index copies: ``pairs`` are (source uid, new object path already written)."""
+        savedate = _now_iso()
+        with self._write() as conn:
+            if move:
+                self._mailbox_by_id(conn, src_id, src_guid)
+            dst = self._mailbox_by_id(conn, dst_id, dst_guid)
+            new_path = dict(pairs)
+            src_rows = self._select_messages(conn, src_id, new_path)
+            present = {r.uid for r in src_rows}
+            unused = [p for u, p in pairs if u not in present]
+            if not src_rows:
+                return CopyOutcome(dst.uidvalidity, [], [], unused, [])
+            modseq = self._bump_modseq(conn, dst_id)
+            uid = dst.uidnext
+            src_uids: list[int] = []
+            dst_uids: list[int] = []
+            rows = []
+            caches = []
+            for r in src_rows:
+                bits, kws = split_flags(r.flags)
+                if src_id != dst_id:
+                    kws = self._canon_keywords(conn, dst_id, kws)
+                rows.append(
+                    (dst_id, uid, r.guid, new_path[r.uid], modseq, bits, flags_text(bits, kws),
+                     r.internaldate, savedate, r.size)
+                )  # fmt: skip
+                caches.append((dst_id, uid, src_id, r.uid))
+                src_uids.append(r.uid)
+                dst_uids.append(uid)
+                uid += 1
+            conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany(
+                "INSERT INTO message_cache (mailbox_id, uid, parsed, header) "
+                "SELECT ?, ?, parsed, header FROM message_cache WHERE mailbox_id = ? AND uid = ?",
+                caches,
+            )
+            conn.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (uid, dst_id))
+            removed: list[str] = []
+            if move:
+                removed = self._remove(conn, src_id, src_rows)
+            return CopyOutcome(dst.uidvalidity, src_uids, dst_uids, unused, removed)
+
+    def _remove(
+        self, conn: sqlite3.Connection, mailbox_id: int, rows: list[MessageRow]
+    ) -> list[str]:
+        """Delete rows and log them as expunged under one new modseq; returns object paths."""
+        if not rows:
+            return []
+        modseq = self._bump_modseq(conn, mailbox_id)
+        keys = [(mailbox_id, r.uid) for r in rows]
+        conn.executemany("DELETE FROM messages WHERE mailbox_id = ? AND uid = ?", keys)
+        conn.executemany("DELETE FROM message_cache WHERE mailbox_id = ? AND uid = ?", keys)
+        conn.executemany(
+            "INSERT INTO expunged (mailbox_id, uid, modseq) VALUES (?, ?, ?) "
+            "ON CONFLICT DO UPDATE SET modseq = excluded.modseq",
+            [(mailbox_id, r.uid, modseq) for r in rows],
+        )
+        return [r.object_path for r in rows]
+
+    def expunge(
+        self, mailbox_id: int, mailbox_guid: str, uids: Iterable[int]
+    ) -> tuple[list[int], list[str]]:
+        """Expunge the messages among `uids` that have ``\\Deleted``: (uids, object paths)."""
+        wanted = list(uids)
+        with self._write() as conn:
+            self._mailbox_by_id(conn, mailbox_id, mailbox_guid)
+            rows = [
+                r for r in self._select_messages(conn, mailbox_id, wanted) if "\\Deleted" in r.flags
+            ]
+            paths = self._remove(conn, mailbox_id, rows)
+            return [r.uid for r in rows], paths
+
+    def store_flags(
+        self,
+        mailbox_id: int,
+        mailbox_guid: str,
+        uids: Iterable[int],
+        mode: StoreMode,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None,
+    ) -> StoreOutcome:
+        bits, kws = split_flags(flags)
+        with self._write() as conn:
+            self._mailbox_by_id(conn, mailbox_id, mailbox_guid)
+            kws = self._canon_keywords(conn, mailbox_id, kws)
+            kw_keys = {k.casefold() for k in kws}
+            rows = self._select_messages(conn, mailbox_id, uids)
+            updates: list[tuple[MessageRow, int, str]] = []
+            failed: list[int] = []
+            unchanged: list[MessageRow] = []
+            for r in rows:
+                if unchanged_since is not None and r.modseq > unchanged_since:
+                    failed.append(r.uid)
+                    continue
+                old_bits, old_kws = split_flags(r.flags)
+                if mode is StoreMode.ADD:
+                    have = {k.casefold() for k in old_kws}
+                    new_bits = old_bits | bits
+                    new_kws = old_kws + [k for k in kws if k.casefold() not in have]
+                elif mode is StoreMode.REMOVE:
+                    new_bits = old_bits & ~bits
+                    new_kws = [k for k in old_kws if k.casefold() not in kw_keys]
+                else:
+                    new_bits, new_kws = bits, list(kws)
+                if new_bits == old_bits and {k.casefold() for k in new_kws} == {
+                    k.casefold() for k in old_kws
+                }:
+                    unchanged.append(r)
+                    continue
+                updates.append((r, new_bits, flags_text(new_bits, new_kws)))
+            updated: list[MessageRow] = []
+            if updates:
+                modseq = self._bump_modseq(conn, mailbox_id)
+                conn.executemany(
+                    "UPDATE messages SET sysflags = ?, flags = ?, modseq = ? "
+                    "WHERE mailbox_id = ? AND uid = ?",
+                    [(b, t, modseq, mailbox_id, r.uid) for r, b, t in updates],
+                )
+                updated = [
+                    MessageRow(
+                        r.uid,
+                        r.guid,
+                        r.object_path,
+                        modseq,
+                        self._flags(t),
+                        r.internaldate,
+                        r.savedate,
+                        r.size,
+                    )
+                    for r, _b, t in updates
+                ]
+            return StoreOutcome(updated, failed, unchanged, self._keywords(conn, mailbox_id))
+
+    # ------------------------------------------------------------------ views
+
+    def load_view(self, name: str) -> ViewSnapshot:
+        with self._read() as conn:
+            row = self._get_mailbox(conn, name)
+            if row is None or not row.selectable:
+                raise MailboxNotFound(f"Mailbox doesn't exist: {name}")
+            msgs = [
+                self._message(r)
+                for r in conn.execute(
+                    f"SELECT {_MESSAGE_COLS} FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                    (row.id,),
+                )
+            ]
+            return ViewSnapshot(row, msgs, self._keywords(conn, row.id))
+
+    def sync(
+        self, mailbox_id: int, mailbox_guid: str, since_modseq: int, since_uidnext: int
+    ) -> SyncDelta:
+        with self._read() as conn:
+            box = self._mailbox_by_id(conn, mailbox_id, mailbox_guid)
+            if box.highestmodseq == since_modseq and box.uidnext == since_uidnext:
+                return SyncDelta(box, [], [], [], self._keywords(conn, mailbox_id))
+            changed = [
+                self._message(r)
+                for r in conn.execute(
+                    f"SELECT {_MESSAGE_COLS} FROM messages "
+                    "WHERE mailbox_id = ? AND modseq > ? AND uid < ? ORDER BY uid",
+                    (mailbox_id, since_modseq, since_uidnext),
+                )
+            ]
+            added = [
+                self._message(r)
+                for r in conn.execute(
+                    f"SELECT {_MESSAGE_COLS} FROM messages "
+                    "WHERE mailbox_id = ? AND uid >= ? ORDER BY uid",
+                    (mailbox_id, since_uidnext),
+                )
+            ]
+            expunged = [
+                int(r[0])
+                for r in conn.execute(
+                    "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+                    (mailbox_id, since_modseq),
+                )
+            ]
+            return SyncDelta(box, changed, added, expunged, self._keywords(conn, mailbox_id))
+
+    def mailbox_state(self, mailbox_id: int, mailbox_guid: str) -> tuple[int, int] | None:
+        """(highestmodseq, uidnext), or None if the mailbox is gone."""
+        row = self.conn.execute(
+            "SELECT highestmodseq, uidnext, selectable FROM mailboxes WHERE id = ? AND guid = ?",
+            (mailbox_id, mailbox_guid),
+        ).fetchone()
+        if row is None or not row[2]:
+            return None
+        return int(row[0]), int(row[1])
+
+    def claim_recent(self, mailbox_id: int, upto_uidnext: int) -> int | None:
+        """Move first_recent_uid up to `upto_uidnext`; returns the boundary this caller claimed
+        from (UIDs in ``[result, upto_uidnext)`` are its \\Recent), or None if nothing is left."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT first_recent_uid FROM mailboxes WHERE id = ?", (mailbox_id,)
+            ).fetchone()
+            if row is None or int(row[0]) >= upto_uidnext:
+                return None
+            conn.execute(
+                "UPDATE mailboxes SET first_recent_uid = ? WHERE id = ?",
+                (upto_uidnext, mailbox_id),
+            )
+            return int(row[0])
+
+    def vanished_since(self, mailbox_id: int, modseq: int) -> list[int]:
+        cur = self.conn.execute(
+            "SELECT uid FROM expunged WHERE mailbox_id = ? AND modseq > ? ORDER BY uid",
+            (mailbox_id, modseq),
+        )
+        return [int(r[0]) for r in cur]
+
+    def cached(self, mailbox_id: int, uids: Iterable[int]) -> dict[int, tuple[str, bytes]]:
+        """uid → (parsed JSON, header bytes) for the given UIDs that still exist."""
+        out: dict[int, tuple[str, bytes]] = {}
+        with self._read() as conn:
+            for clause, params in _range_chunks(uid_ranges(uids)):
+                cur = conn.execute(
+                    f"SELECT uid, parsed, header FROM message_cache WHERE mailbox_id = ? AND "
+                    f"{clause}",
+                    [mailbox_id, *params],
+                )
+                for uid, parsed, header in cur:
+                    out[int(uid)] = (str(parsed), bytes(header))
+        return out
+
+    def all_object_paths(self) -> list[str]:
+        return [str(r[0]) for r in self.conn.execute("SELECT object_path FROM messages")]
+
+    def change_counter(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'change_counter'").fetchone()
+        return 0 if row is None else int(row[0])
+
+
+def _now_iso() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def index_path(directory: Path) -> Path:
+    return directory / INDEX_FILENAME
+
+
+def is_temporary(err: sqlite3.Error) -> bool:
+    """Busy, locked, I/O, full disk: worth retrying."""
+    if _is_busy(err):
+        return True
+    text = str(err).lower()
+    return isinstance(err, sqlite3.OperationalError) and (
+        "disk" in text or "i/o" in text or "full" in text or "unable to open" in text
+    )

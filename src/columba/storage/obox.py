@@ -1,0 +1,845 @@
+"""The ``obox`` mail storage driver: immutable message objects in the fs stack, metadata in the
+per-user SQLite index.
+
+Layout: each message is one object written once through the user's ``obox`` fs stack at
+``<user>/mailboxes/<mailbox guid>/<object name>`` with Dovecot's object metadata (``guid``,
+``received``, ``saved``, ``size``, ``username``, ``origbox``; reference §1.6.5). A saved message's
+object name is its GUID (32 hex); a copy gets a fresh random object name in the destination
+mailbox's directory (through ``Fs.copy``, which dictmap turns into a second reference to the same
+object), so two concurrent copies never share a name and expunging one never frees another's
+object. Only after the object is durable is the index row committed; a crash in between leaves
+an unreferenced object (a leak), never a visible half-message. Expunge commits the index change
+first (the expunge log keeps uid and modseq for QRESYNC) and deletes objects afterwards; a failed
+object delete is logged, never raised.
+
+Threads: every SQLite call runs on the user's single index thread (:class:`_UserStore`), MIME
+parsing on the default executor, fs I/O on the fs drivers' own threads; the event loop never
+blocks. One :class:`_UserStore` per index file is shared by every :class:`ObOxUser` of this
+process; other processes share the file itself (WAL) and learn of changes through
+:mod:`columba.storage.notify`.
+
+Views (:class:`ObOxMailboxView`) keep a snapshot of the mailbox's message metadata (not the
+parse cache) in memory, so ``uids``/``records`` answer without I/O; ``sync`` applies what
+changed since the snapshot's HIGHESTMODSEQ/UIDNEXT in one read transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import functools
+import json
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from columba.fs.api import (
+    Fs,
+    FsError,
+    FsNoSpace,
+    FsNotFound,
+    FsTemporaryError,
+    create_fs_stack,
+)
+from columba.storage.api import (
+    AppendRequest,
+    AppendResult,
+    CopyResult,
+    DeliveryResult,
+    InvalidMailboxName,
+    MailboxExists,
+    MailboxInfo,
+    MailboxNotFound,
+    MailboxStatus,
+    MailboxView,
+    MailStorage,
+    MailUser,
+    MessageExpunged,
+    MessageRecord,
+    MessageTooBig,
+    StorageError,
+    StorageTemporaryError,
+    StoreMode,
+    StoreResult,
+    SyncChanges,
+    UserInfo,
+)
+from columba.storage.index import (
+    CommitUncertain,
+    MailboxRow,
+    MailIndex,
+    MessageRow,
+    NewMessage,
+    ViewSnapshot,
+    index_path,
+    is_temporary,
+    new_guid,
+    split_flags,
+)
+from columba.storage.names import INBOX, normalize, normalize_new
+from columba.storage.notify import Watch, get_notifier
+
+if TYPE_CHECKING:
+    from columba.storage.factory import StorageSettings
+    from columba.storage.mime import ParsedMessage
+
+__all__ = ["ObOxMailboxView", "ObOxStorage", "ObOxUser"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_FS_PARALLEL = 8
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _fs_error(err: FsError, what: str) -> StorageError:
+    if isinstance(err, FsNoSpace):
+        return StorageTemporaryError(f"{what}: mail storage is out of space ({err})")
+    if isinstance(err, FsTemporaryError):
+        return StorageTemporaryError(f"{what}: {err}")
+    return StorageError(f"{what}: {err}")
+
+
+def _header_block(data: bytes) -> bytes:
+    """The header block including the empty line that ends it (the whole message if none)."""
+    if data.startswith(b"\r\n"):
+        return b"\r\n"
+    end = data.find(b"\r\n\r\n")
+    return data if end < 0 else data[: end + 4]
+
+
+def _encode_parsed(parsed: ParsedMessage) -> str:
+    value: Any = parsed.to_json()
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _decode_parsed(text: str, header: bytes) -> ParsedMessage:
+    from columba.storage.mime import ParsedMessage
+
+    parsed = ParsedMessage.from_json(text)
+    parsed.header_bytes = header  # the cache JSON leaves the header block to the index
+    return parsed
+
+
+def _to_crlf(raw: bytes) -> bytes:
+    from columba.storage.mime import to_crlf
+
+    return to_crlf(raw)
+
+
+def _record(row: MessageRow) -> MessageRecord:
+    return MessageRecord(
+        uid=row.uid,
+        guid=row.guid,
+        modseq=row.modseq,
+        flags=row.flags,
+        internaldate=datetime.fromisoformat(row.internaldate),
+        savedate=datetime.fromisoformat(row.savedate),
+        size=row.size,
+    )
+
+
+async def _bounded(jobs: Sequence[Callable[[], Awaitable[_T]]]) -> list[_T | BaseException]:
+    """Run `jobs` with at most :data:`_FS_PARALLEL` at once; results or exceptions in order."""
+    sem = asyncio.Semaphore(_FS_PARALLEL)
+
+    async def one(job: Callable[[], Awaitable[_T]]) -> _T:
+        async with sem:
+            return await job()
+
+    return await asyncio.gather(*(one(j) for j in jobs), return_exceptions=True)
+
+
+class _Prepared:
+    """A message ready to be written: CRLF bytes, object metadata and its index row."""
+
+    __slots__ = ("data", "metadata", "row")
+
+    def __init__(self, data: bytes, metadata: dict[str, str], row: NewMessage) -> None:
+        self.data = data
+        self.metadata = metadata
+        self.row = row
+
+
+def _prepare(req: AppendRequest, username: str, mailbox_guid: str) -> _Prepared:
+    from columba.storage.mime import parse_message
+
+    data = _to_crlf(bytes(req.data))
+    parsed = parse_message(data)
+    guid = new_guid()
+    internal = req.internaldate or datetime.now().astimezone()
+    if internal.tzinfo is None:
+        internal = internal.astimezone()
+    internal = internal.replace(microsecond=0)  # IMAP dates have second resolution
+    saved = datetime.now(UTC)
+    path = f"{username}/mailboxes/{mailbox_guid}/{guid}"
+    metadata = {
+        "guid": guid,
+        "received": str(int(internal.timestamp())),
+        "saved": str(int(saved.timestamp())),
+        "size": str(len(data)),
+        "username": username,
+        "origbox": mailbox_guid,
+    }
+    row = NewMessage(
+        guid=guid,
+        object_path=path,
+        flags=tuple(req.flags),
+        internaldate=internal.isoformat(),
+        savedate=saved.isoformat(timespec="seconds"),
+        size=len(data),
+        parsed=_encode_parsed(parsed),
+        header=parsed.header_bytes or _header_block(data),
+    )
+    return _Prepared(data, metadata, row)
+
+
+# ---------------------------------------------------------------------- per-user store
+
+
+class _UserStore:
+    """One index file and fs stack open in this process, shared by its users and deliveries."""
+
+    def __init__(self, user: UserInfo, path: Path, fs: Fs, busy_timeout: float) -> None:
+        self.user = user
+        self.path = path
+        self.index = MailIndex(path, busy_timeout=busy_timeout)
+        self.fs = fs
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="columba-index")
+        self.refs = 0
+        self.watch: Watch | None = None
+
+    async def run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+        except CommitUncertain:
+            raise
+        except StorageError:
+            raise
+        except sqlite3.Error as err:
+            if is_temporary(err):
+                raise StorageTemporaryError(f"mail index temporarily unavailable: {err}") from err
+            raise StorageError(f"mail index error: {err}") from err
+        except OSError as err:
+            raise StorageTemporaryError(f"mail index I/O error: {err}") from err
+
+    def object_path(self, mailbox_guid: str, name: str) -> str:
+        return f"{self.user.username}/mailboxes/{mailbox_guid}/{name}"
+
+    def poke(self) -> None:
+        if self.watch is not None:
+            self.watch.poke()
+
+    async def delete_objects(self, paths: Iterable[str]) -> None:
+        """Delete objects no index row references any more; failures are only logged."""
+
+        def job(path: str) -> Callable[[], Awaitable[None]]:
+            return lambda: self.fs.delete(path)
+
+        todo = list(paths)
+        for path, result in zip(todo, await _bounded([job(p) for p in todo]), strict=True):
+            if isinstance(result, FsNotFound):
+                continue
+            if isinstance(result, BaseException):
+                log.warning("obox: failed to delete object %s (leaked): %s", path, result)
+
+    async def write_objects(self, items: Sequence[_Prepared]) -> None:
+        """Write every object or none (written ones are deleted again on failure)."""
+
+        def job(item: _Prepared) -> Callable[[], Awaitable[None]]:
+            return lambda: self.fs.write(item.row.object_path, item.data, item.metadata)
+
+        results = await _bounded([job(i) for i in items])
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if not errors:
+            return
+        written = [i.row.object_path for i, r in zip(items, results, strict=True) if r is None]
+        await self.delete_objects(written)
+        err = errors[0]
+        if isinstance(err, FsError):
+            raise _fs_error(err, "saving message") from err
+        if isinstance(err, OSError):
+            raise StorageTemporaryError(f"saving message: {err}") from err
+        raise err
+
+    async def copy_objects(
+        self, rows: Sequence[MessageRow], dest_guid: str
+    ) -> list[tuple[int, str]]:
+        """Copy each row's object into `dest_guid`; returns (uid, new path) of those copied.
+        A source object already gone (expunged elsewhere) is skipped."""
+        targets = [(r, self.object_path(dest_guid, new_guid())) for r in rows]
+
+        def job(src: str, dst: str) -> Callable[[], Awaitable[None]]:
+            return lambda: self.fs.copy(src, dst)
+
+        results = await _bounded([job(r.object_path, dst) for r, dst in targets])
+        done = [(r.uid, dst) for (r, dst), res in zip(targets, results, strict=True) if res is None]
+        errors = [
+            e for e in results if isinstance(e, BaseException) and not isinstance(e, FsNotFound)
+        ]
+        if errors:
+            await self.delete_objects(dst for _uid, dst in done)
+            err = errors[0]
+            if isinstance(err, FsError):
+                raise _fs_error(err, "copying message") from err
+            raise err
+        return done
+
+    async def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+        try:
+            await self.run(self.index.close)
+        finally:
+            self.executor.shutdown(wait=False)
+            try:
+                await self.fs.close()
+            except FsError as err:
+                log.warning("obox: closing fs stack: %s", err)
+
+
+# ---------------------------------------------------------------------- storage
+
+
+class ObOxStorage(MailStorage):
+    def __init__(self, settings: StorageSettings) -> None:
+        self.settings = settings
+        self._stores: dict[str, _UserStore] = {}
+        self._lock: asyncio.Lock | None = None
+        self.special_use_config: dict[str, frozenset[str]] = {}
+        self._ensure: list[tuple[str, frozenset[str], bool]] = [(INBOX, frozenset(), False)]
+        for auto in settings.auto_mailboxes:
+            name = normalize(auto.name)
+            if auto.special_use:
+                self.special_use_config[name] = frozenset(auto.special_use)
+            if auto.auto in ("create", "subscribe"):
+                self._ensure.append((name, frozenset(auto.special_use), auto.auto == "subscribe"))
+
+    # ------------------------------------------------------------------ stores
+
+    async def _acquire(self, user: UserInfo) -> _UserStore:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        directory = Path(self.settings.index_dir(user))
+        if not str(directory) or str(directory) == ".":
+            raise StorageError(f"user {user.username!r} has no home directory for the index")
+        path = index_path(directory)
+        key = str(path)
+        async with self._lock:
+            store = self._stores.get(key)
+            if store is None:
+                try:
+                    fs = create_fs_stack(self.settings.fs_specs(user))
+                except FsError as err:
+                    raise StorageError(f"mail storage configuration: {err}") from err
+                store = _UserStore(user, path, fs, self.settings.index_busy_timeout)
+                try:
+                    await store.run(store.index.open)
+                    await store.run(store.index.ensure_mailboxes, self._ensure)
+                except BaseException:
+                    await store.close()
+                    raise
+                store.watch = get_notifier().watch(path)
+                self._stores[key] = store
+            store.refs += 1
+            return store
+
+    async def _release(self, store: _UserStore) -> None:
+        assert self._lock is not None
+        async with self._lock:
+            store.refs -= 1
+            if store.refs <= 0 and self._stores.get(str(store.path)) is store:
+                del self._stores[str(store.path)]
+                await store.close()
+
+    # ------------------------------------------------------------------ saving
+
+    async def save(
+        self, store: _UserStore, name: str, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult]:
+        limit = self.settings.mail_save_max_size
+        for req in requests:
+            if limit and len(req.data) > limit:
+                raise MessageTooBig(f"Message is larger than {limit} bytes")
+            split_flags(req.flags)  # reject bad flags before anything is written
+        if not requests:
+            return []
+        box = await store.run(store.index.get_mailbox, name)
+        if box is None or not box.selectable:
+            raise MailboxNotFound(f"Mailbox doesn't exist: {name}")
+        username = store.user.username
+        prepared = await asyncio.to_thread(
+            lambda: [_prepare(r, username, box.guid) for r in requests]
+        )
+        await store.write_objects(prepared)
+        try:
+            uidvalidity, uids = await store.run(
+                store.index.append, box.id, box.guid, [p.row for p in prepared]
+            )
+        except CommitUncertain as err:
+            # The rows may be committed: their objects must stay.
+            raise StorageTemporaryError(str(err)) from err
+        except BaseException:
+            await store.delete_objects(p.row.object_path for p in prepared)
+            raise
+        store.poke()
+        return [
+            AppendResult(uidvalidity, uid, p.row.guid)
+            for uid, p in zip(uids, prepared, strict=True)
+        ]
+
+    async def transfer(
+        self,
+        store: _UserStore,
+        src: MailboxRow,
+        rows: Sequence[MessageRow],
+        dest: MailboxRow,
+        *,
+        move: bool,
+    ) -> CopyResult:
+        """Copy (or move) `rows` of `src` into `dest`: objects first, then one index commit."""
+        pairs = await store.copy_objects(rows, dest.guid)
+        try:
+            outcome = await store.run(
+                store.index.copy_rows, src.id, src.guid, pairs, dest.id, dest.guid, move=move
+            )
+        except CommitUncertain as err:
+            raise StorageTemporaryError(str(err)) from err
+        except BaseException:
+            await store.delete_objects(p for _u, p in pairs)
+            raise
+        store.poke()
+        await store.delete_objects([*outcome.unused_paths, *outcome.removed_paths])
+        return CopyResult(outcome.uidvalidity, tuple(outcome.source_uids), tuple(outcome.dest_uids))
+
+    # ------------------------------------------------------------------ API
+
+    async def open_user(self, user: UserInfo) -> MailUser:
+        store = await self._acquire(user)
+        return ObOxUser(self, store, user)
+
+    async def deliver(
+        self,
+        user: UserInfo,
+        data: bytes,
+        mailbox: str = "INBOX",
+        flags: frozenset[str] = frozenset(),
+    ) -> DeliveryResult:
+        store = await self._acquire(user)
+        try:
+            try:
+                name = normalize(mailbox)
+            except InvalidMailboxName:
+                name = INBOX
+            box = await store.run(store.index.get_mailbox, name)
+            if box is None or not box.selectable:
+                if name != INBOX and self.settings.lda_mailbox_autocreate:
+                    try:
+                        await store.run(
+                            store.index.create_mailbox,
+                            normalize_new(name),
+                            self.special_use_config.get(name, frozenset()),
+                        )
+                    except MailboxExists:
+                        pass
+                    except InvalidMailboxName:
+                        name = INBOX
+                    if name != INBOX and self.settings.lda_mailbox_autosubscribe:
+                        await store.run(store.index.set_subscribed, name, True)
+                    store.poke()
+                else:
+                    name = INBOX
+            results = await self.save(store, name, [AppendRequest(data, flags)])
+            return DeliveryResult(name, results[0].uid, results[0].guid)
+        finally:
+            await self._release(store)
+
+    async def close(self) -> None:
+        stores = list(self._stores.values())
+        self._stores.clear()
+        for store in stores:
+            await store.close()
+
+
+# ---------------------------------------------------------------------- user
+
+
+class ObOxUser(MailUser):
+    def __init__(self, storage: ObOxStorage, store: _UserStore, info: UserInfo) -> None:
+        self.info = info
+        self._storage = storage
+        self._store = store
+        self._views: set[ObOxMailboxView] = set()
+        self._closed = False
+
+    def _check(self) -> _UserStore:
+        if self._closed:
+            raise StorageError("user is closed")
+        return self._store
+
+    async def list_mailboxes(self) -> list[MailboxInfo]:
+        store = self._check()
+        rows, subs = await store.run(store.index.list_mailboxes)
+        names = sorted(r.name for r in rows)
+        subscribed = set(subs)
+
+        def has_children(name: str) -> bool:
+            prefix = name + "/"
+            i = bisect.bisect_left(names, prefix)
+            return i < len(names) and names[i].startswith(prefix)
+
+        out: list[MailboxInfo] = []
+        known = set()
+        for r in rows:
+            known.add(r.name)
+            special = r.special_use | self._storage.special_use_config.get(r.name, frozenset())
+            out.append(
+                MailboxInfo(
+                    name=r.name,
+                    guid=r.guid,
+                    special_use=special if r.selectable else frozenset(),
+                    subscribed=r.name in subscribed,
+                    selectable=r.selectable,
+                    exists=True,
+                    has_children=has_children(r.name),
+                )
+            )
+        for name in subs:
+            if name not in known:
+                out.append(
+                    MailboxInfo(
+                        name=name,
+                        guid="",
+                        subscribed=True,
+                        selectable=False,
+                        exists=False,
+                        has_children=has_children(name),
+                    )
+                )
+        out.sort(key=lambda m: (m.name != INBOX, m.name))
+        return out
+
+    async def create_mailbox(self, name: str, special_use: frozenset[str] = frozenset()) -> None:
+        store = self._check()
+        norm = normalize_new(name[:-1] if name.endswith("/") and len(name) > 1 else name)
+        if norm == INBOX:
+            raise MailboxExists("Mailbox already exists")
+        if not special_use:
+            special_use = self._storage.special_use_config.get(norm, frozenset())
+        await store.run(store.index.create_mailbox, norm, frozenset(special_use))
+        store.poke()
+
+    async def delete_mailbox(self, name: str) -> None:
+        store = self._check()
+        paths = await store.run(store.index.delete_mailbox, normalize(name))
+        store.poke()
+        await store.delete_objects(paths)
+
+    async def rename_mailbox(self, old: str, new: str) -> None:
+        store = self._check()
+        src = normalize(old)
+        dst = normalize_new(new)
+        if src != INBOX:
+            await store.run(store.index.rename_mailbox, src, dst)
+            store.poke()
+            return
+        if dst == INBOX:
+            raise MailboxExists("Mailbox already exists")
+        await store.run(store.index.create_mailbox, dst, frozenset())
+        snap: ViewSnapshot = await store.run(store.index.load_view, INBOX)
+        dest = await store.run(store.index.get_mailbox, dst)
+        if dest is None:
+            raise MailboxNotFound(f"Mailbox doesn't exist: {dst}")
+        if snap.messages:
+            await self._storage.transfer(store, snap.mailbox, snap.messages, dest, move=True)
+        store.poke()
+
+    async def set_subscribed(self, name: str, subscribed: bool) -> None:
+        store = self._check()
+        await store.run(store.index.set_subscribed, normalize(name), subscribed)
+        store.poke()
+
+    async def status(self, name: str) -> MailboxStatus:
+        store = self._check()
+        row, counts = await store.run(store.index.status, normalize(name))
+        return MailboxStatus(
+            messages=counts.messages,
+            recent=counts.recent,
+            uidnext=row.uidnext,
+            uidvalidity=row.uidvalidity,
+            unseen=counts.unseen,
+            size=counts.size,
+            deleted=counts.deleted,
+            highestmodseq=row.highestmodseq,
+            mailboxid=row.guid,
+            deleted_storage=counts.deleted_size,
+        )
+
+    async def open_mailbox(self, name: str, *, readonly: bool) -> MailboxView:
+        store = self._check()
+        snap = await store.run(store.index.load_view, normalize(name))
+        view = ObOxMailboxView(self._storage, store, snap, readonly, self._views.discard)
+        if not readonly:
+            await view.claim_recent()
+        self._views.add(view)
+        return view
+
+    async def append(self, name: str, messages: Sequence[AppendRequest]) -> list[AppendResult]:
+        store = self._check()
+        return await self._storage.save(store, normalize(name), messages)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        for view in list(self._views):
+            await view.close()
+        self._closed = True
+        await self._storage._release(self._store)
+
+
+# ---------------------------------------------------------------------- view
+
+
+class ObOxMailboxView(MailboxView):
+    def __init__(
+        self,
+        storage: ObOxStorage,
+        store: _UserStore,
+        snap: ViewSnapshot,
+        readonly: bool,
+        on_close: Callable[[ObOxMailboxView], None],
+    ) -> None:
+        self._storage = storage
+        self._store = store
+        self._on_close = on_close
+        self.readonly = readonly
+        self._id = snap.mailbox.id
+        self._rows: dict[int, MessageRow] = {r.uid: r for r in snap.messages}
+        self._uids: list[int] = [r.uid for r in snap.messages]
+        self._keywords = list(snap.keywords)
+        self._recent: set[int] = set()
+        self._own: dict[int, int] = {}
+        self._closed = False
+        self._apply_mailbox(snap.mailbox)
+
+    def _apply_mailbox(self, box: MailboxRow) -> None:
+        self._box = box
+        self.name = box.name
+        self.guid = box.guid
+        self.uidvalidity = box.uidvalidity
+        self.uidnext = box.uidnext
+        self.highestmodseq = box.highestmodseq
+        if self.readonly:
+            self._recent = {u for u in self._uids if u >= box.first_recent_uid}
+
+    def _check(self) -> _UserStore:
+        if self._closed:
+            raise StorageError("mailbox is closed")
+        return self._store
+
+    def _check_writable(self) -> _UserStore:
+        store = self._check()
+        if self.readonly:
+            raise StorageError("Mailbox is read-only")
+        return store
+
+    async def claim_recent(self) -> None:
+        """Take ownership of the \\Recent messages that nobody has claimed yet."""
+        store = self._check()
+        start = await store.run(store.index.claim_recent, self._id, self.uidnext)
+        if start is not None:
+            i = bisect.bisect_left(self._uids, start)
+            self._recent.update(self._uids[i:])
+
+    # ------------------------------------------------------------------ snapshot
+
+    def uids(self) -> Sequence[int]:
+        return self._uids
+
+    def records(self, uids: Iterable[int]) -> list[MessageRecord]:
+        rows = self._rows
+        return [_record(rows[u]) for u in sorted(set(uids)) if u in rows]
+
+    def recent_uids(self) -> frozenset[int]:
+        return frozenset(self._recent)
+
+    def keywords(self) -> list[str]:
+        return list(self._keywords)
+
+    async def sync(self) -> SyncChanges:
+        store = self._check()
+        delta = await store.run(
+            store.index.sync, self._id, self.guid, self.highestmodseq, self.uidnext
+        )
+        expunged = [u for u in delta.expunged if u in self._rows]
+        if expunged:
+            gone = set(expunged)
+            for uid in expunged:
+                del self._rows[uid]
+            self._uids = [u for u in self._uids if u not in gone]
+            self._recent -= gone
+        changed: list[MessageRecord] = []
+        for row in delta.changed:
+            if row.uid not in self._rows:
+                continue
+            self._rows[row.uid] = row
+            if self._own.get(row.uid) != row.modseq:
+                changed.append(_record(row))
+        added = [r.uid for r in delta.added]
+        for row in delta.added:
+            self._rows[row.uid] = row
+        self._uids.extend(added)
+        self._own.clear()
+        self._keywords = delta.keywords
+        self._apply_mailbox(delta.mailbox)
+        if not self.readonly and added:
+            await self.claim_recent()
+        return SyncChanges(tuple(expunged), tuple(added), tuple(changed))
+
+    async def wait_for_changes(self, timeout: float) -> bool:
+        store = self._check()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        watch = store.watch
+        while True:
+            generation = watch.generation if watch is not None else 0
+            state = await store.run(store.index.mailbox_state, self._id, self.guid)
+            if state != (self.highestmodseq, self.uidnext):
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if watch is None:
+                await asyncio.sleep(min(remaining, 0.15))
+            else:
+                await watch.wait(generation, remaining)
+
+    async def vanished_since(self, modseq: int) -> list[int]:
+        store = self._check()
+        uids = await store.run(store.index.vanished_since, self._id, modseq)
+        return [u for u in uids if u not in self._rows]
+
+    # ------------------------------------------------------------------ message data
+
+    async def read_message(self, uid: int) -> bytes:
+        store = self._check()
+        row = self._rows.get(uid)
+        if row is None:
+            raise MessageExpunged(f"UID {uid} is not in the mailbox")
+        try:
+            return await store.fs.read(row.object_path)
+        except FsNotFound as err:
+            raise MessageExpunged(f"UID {uid} has been expunged") from err
+        except FsError as err:
+            raise _fs_error(err, "reading message") from err
+        except OSError as err:
+            raise StorageTemporaryError(f"reading message: {err}") from err
+
+    async def _cached(self, uids: Iterable[int]) -> dict[int, tuple[str, bytes]]:
+        store = self._check()
+        wanted = [u for u in uids if u in self._rows]
+        if not wanted:
+            return {}
+        return await store.run(store.index.cached, self._id, wanted)
+
+    async def parsed(self, uid: int) -> ParsedMessage:
+        got = await self.parsed_many([uid])
+        if uid not in got:
+            raise MessageExpunged(f"UID {uid} has been expunged")
+        return got[uid]
+
+    async def parsed_many(self, uids: Iterable[int]) -> dict[int, ParsedMessage]:
+        store = self._check()
+        wanted = [u for u in uids if u in self._rows]
+        if not wanted:
+            return {}
+
+        def load() -> dict[int, ParsedMessage]:
+            raw = store.index.cached(self._id, wanted)
+            return {u: _decode_parsed(p, h) for u, (p, h) in raw.items()}
+
+        return await store.run(load)
+
+    async def header_bytes(self, uid: int) -> bytes:
+        got = await self.header_bytes_many([uid])
+        if uid not in got:
+            raise MessageExpunged(f"UID {uid} has been expunged")
+        return got[uid]
+
+    async def header_bytes_many(self, uids: Iterable[int]) -> dict[int, bytes]:
+        return {u: h for u, (_p, h) in (await self._cached(uids)).items()}
+
+    # ------------------------------------------------------------------ changes
+
+    async def store_flags(
+        self,
+        uids: Iterable[int],
+        mode: StoreMode,
+        flags: Iterable[str],
+        *,
+        unchanged_since: int | None = None,
+    ) -> StoreResult:
+        store = self._check_writable()
+        wanted = [u for u in uids if u in self._rows]
+        flag_list = list(flags)
+        outcome = await store.run(
+            store.index.store_flags,
+            self._id,
+            self.guid,
+            wanted,
+            mode,
+            flag_list,
+            unchanged_since=unchanged_since,
+        )
+        for row in outcome.updated:
+            self._rows[row.uid] = row
+            self._own[row.uid] = row.modseq
+        self._keywords = outcome.keywords
+        if outcome.updated:
+            store.poke()
+        return StoreResult(
+            updated=tuple(_record(r) for r in outcome.updated),
+            failed=tuple(outcome.failed),
+            unchanged=tuple(_record(r) for r in outcome.unchanged),
+        )
+
+    async def expunge(self, uids: Iterable[int] | None = None) -> tuple[int, ...]:
+        store = self._check_writable()
+        wanted = self._uids if uids is None else [u for u in uids if u in self._rows]
+        if not wanted:
+            return ()
+        done, paths = await store.run(store.index.expunge, self._id, self.guid, list(wanted))
+        if done:
+            store.poke()
+            await store.delete_objects(paths)
+        return tuple(done)
+
+    async def _transfer(self, uids: Iterable[int], dest: str, *, move: bool) -> CopyResult:
+        store = self._check_writable() if move else self._check()
+        name = normalize(dest)
+        box = await store.run(store.index.get_mailbox, name)
+        if box is None or not box.selectable:
+            raise MailboxNotFound(f"Mailbox doesn't exist: {name}")
+        rows = [self._rows[u] for u in sorted(set(uids)) if u in self._rows]
+        if not rows:
+            return CopyResult(box.uidvalidity, (), ())
+        return await self._storage.transfer(store, self._box, rows, box, move=move)
+
+    async def copy(self, uids: Iterable[int], dest: str) -> CopyResult:
+        return await self._transfer(uids, dest, move=False)
+
+    async def move(self, uids: Iterable[int], dest: str) -> CopyResult:
+        return await self._transfer(uids, dest, move=True)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._on_close(self)
