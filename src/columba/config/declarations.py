@@ -345,6 +345,12 @@ SETTINGS: tuple[SettingDecl, ...] = (
     _s("sqlite_readonly", T.BOOL, "no", "Open the SQLite database read-only."),
     _s("sqlite_journal_mode", T.STR, "wal", "SQLite journal mode."),
     _s("pgsql_connection", T.STR, "", "PostgreSQL connection string (host=... dbname=...)."),
+    _s(
+        "pgsql_url",
+        T.STR,
+        "",
+        "PostgreSQL URL (postgresql://user@host:port/db) of the postgresql dict.",
+    ),
     _s("pgsql_host", T.STR, "", "Columba: PostgreSQL host."),
     _s("pgsql_port", T.PORT, "5432", "Columba: PostgreSQL port."),
     _s("pgsql_dbname", T.STR, "", "Columba: PostgreSQL database."),
