@@ -23,9 +23,19 @@ Errors: :class:`PasswordSchemeError` (a ``ValueError``) for an unknown scheme
 policy (:class:`WeakSchemeError`), a malformed stored value or bad
 ``rounds``.  A wrong password is never an error: ``verify`` returns False.
 
-Threading: every function here is pure (no shared mutable state; the registry
-is immutable after import; the libraries used are re-entrant and release the
-GIL where they are slow).  Hashing is deliberately CPU-heavy (bcrypt, Argon2,
+Beyond the common schemes this covers everything Debian's ``doveadm pw -l``
+lists except OTP (removed in Dovecot 2.4): SCRAM-SHA-1/-256, DIGEST-MD5 (needs
+``user``), PLAIN-MD4/-MD5, LDAP-MD5, HMAC-MD5, PLAIN-TRUNC, ARGON2 (=ARGON2ID).
+CRYPT verifies bcrypt, SHA-crypt, MD5-crypt and DES through the libraries and
+any other crypt(3) format (yescrypt ``$y$`` ...) through the system libcrypt.
+Differences from doveadm: out-of-range ``rounds`` raise instead of being
+clamped (BLF-CRYPT rounds=40 would otherwise run for years); passwords longer
+than :data:`MAX_PASSWORD_BYTES` never verify.
+
+Threading: the functions here are thread-safe: the registry is immutable
+after import, the only lazily built object (the libcrypt binding) is created
+under a lock, and the libraries used are re-entrant and release the GIL
+where they are slow.  Hashing is deliberately CPU-heavy (bcrypt, Argon2,
 SHA-crypt, PBKDF2), so callers on an event loop must not call ``verify`` or
 ``generate`` directly but run them in a worker thread::
 
@@ -34,11 +44,11 @@ SHA-crypt, PBKDF2), so callers on an event loop must not call ``verify`` or
 Weak schemes: Dovecot 2.4 refuses weak schemes unless
 ``auth_allow_weak_schemes = yes``; here ``verify(..., allow_weak=True)``.
 Columba's weak set (:data:`WEAK_SCHEMES`) is Dovecot's (MD5, MD5-CRYPT,
-DES-CRYPT, SMD5, PLAIN-MD4, PLAIN-MD5, LDAP-MD5, HMAC-MD5, and CRYPT/
-SHA*-CRYPT entries holding a DES or ``$1$`` hash) plus, stricter than
-Dovecot, the cleartext schemes (PLAIN, CLEAR, CLEARTEXT, PLAIN-TRUNC),
-CRAM-MD5, DIGEST-MD5 and unsalted SHA/SHA1.  ``credentials()`` (used by
-challenge-response SASL mechanisms) is not subject to that policy: enabling
+DES-CRYPT, SMD5, PLAIN-MD4, PLAIN-MD5, LDAP-MD5, unsalted SHA/SHA1, and
+CRYPT/SHA*-CRYPT entries holding a DES or ``$1$`` hash). As in Dovecot 2.4,
+the cleartext schemes (PLAIN, CLEAR, CLEARTEXT, PLAIN-TRUNC) and the
+challenge-response ones (CRAM-MD5, HMAC-MD5, DIGEST-MD5) are not affected.
+``credentials()`` (used by challenge-response SASL mechanisms) is not subject to that policy: enabling
 such a mechanism is the opt-in.
 """
 
@@ -67,17 +77,24 @@ from passlib import hash as passlib_hash
 from passlib.crypto.digest import lookup_hash
 
 __all__ = [
+    "CRAM_MD5_CONTEXTLEN",
+    "MAX_PASSWORD_BYTES",
     "SCHEMES",
     "WEAK_SCHEMES",
     "PasswordScheme",
     "PasswordSchemeError",
+    "ScramCredentials",
     "UnknownSchemeError",
     "WeakSchemeError",
+    "cram_md5_context",
+    "cram_md5_digest",
     "credentials",
     "generate",
     "is_weak",
     "needs_cleartext",
+    "parse_scram",
     "scheme_of",
+    "system_crypt",
     "verify",
 ]
 
@@ -169,16 +186,22 @@ def _hexdecode(data: bytes) -> bytes | None:
     return bytes.fromhex(data.decode("ascii"))
 
 
-def _password_bytes(password: str) -> bytes | None:
-    """UTF-8 bytes of a password, or None if it can never match (NUL, lone surrogate).
+#: Longest password accepted, in UTF-8 bytes (passlib's limit; a guard against
+#: hashing huge client input).  Longer passwords never verify.
+MAX_PASSWORD_BYTES = 4096
 
-    Dovecot handles passwords as C strings, so a NUL can never be part of one.
+
+def _password_bytes(password: str) -> bytes | None:
+    """UTF-8 bytes of a password, or None if it can never match.
+
+    Dovecot handles passwords as C strings, so a NUL can never be part of
+    one; lone surrogates cannot be encoded; see also MAX_PASSWORD_BYTES.
     """
     try:
         raw = password.encode("utf-8")
     except UnicodeEncodeError:
         return None
-    if b"\0" in raw:
+    if b"\0" in raw or len(raw) > MAX_PASSWORD_BYTES:
         return None
     return raw
 
@@ -781,14 +804,14 @@ _SCHEME_LIST: tuple[PasswordScheme, ...] = (
     _s("LDAP-MD5", _B, 16, _GEN_MD5, weak=True),
     _s("PLAIN-MD4", _H, 16, _md4_generate, weak=True),
     # cleartext
-    _s("PLAIN", _N, 0, _plain_generate, _plain_verify, weak=True, cleartext=True),
-    _s("CLEAR", _N, 0, _plain_generate, _plain_verify, weak=True, cleartext=True),
-    _s("CLEARTEXT", _N, 0, _plain_generate, _plain_verify, weak=True, cleartext=True),
-    _s("PLAIN-TRUNC", _N, 0, _plain_trunc_generate, _plain_trunc_verify, weak=True),
+    _s("PLAIN", _N, 0, _plain_generate, _plain_verify, cleartext=True),
+    _s("CLEAR", _N, 0, _plain_generate, _plain_verify, cleartext=True),
+    _s("CLEARTEXT", _N, 0, _plain_generate, _plain_verify, cleartext=True),
+    _s("PLAIN-TRUNC", _N, 0, _plain_trunc_generate, _plain_trunc_verify),
     # challenge-response mechanism credentials
-    _s("CRAM-MD5", _H, CRAM_MD5_CONTEXTLEN, _cram_md5_generate, weak=True, mech_credential=True),
-    _s("HMAC-MD5", _H, CRAM_MD5_CONTEXTLEN, _cram_md5_generate, weak=True, mech_credential=True),
-    _s("DIGEST-MD5", _H, 16, _digest_md5_generate, weak=True, mech_credential=True),
+    _s("CRAM-MD5", _H, CRAM_MD5_CONTEXTLEN, _cram_md5_generate, mech_credential=True),
+    _s("HMAC-MD5", _H, CRAM_MD5_CONTEXTLEN, _cram_md5_generate, mech_credential=True),
+    _s("DIGEST-MD5", _H, 16, _digest_md5_generate, mech_credential=True),
 )
 
 _SCHEME_TABLE: dict[str, PasswordScheme] = {s.name: s for s in _SCHEME_LIST}
@@ -929,7 +952,10 @@ def generate(scheme: str, password: str, *, rounds: int | None = None, user: str
         raise PasswordSchemeError(f"rounds must not be negative, got {rounds}")
     pw = _password_bytes(password)
     if pw is None:
-        raise PasswordSchemeError("password contains NUL or is not encodable as UTF-8")
+        raise PasswordSchemeError(
+            "password contains NUL, is not encodable as UTF-8 or is longer than "
+            f"{MAX_PASSWORD_BYTES} bytes"
+        )
     raw = entry.generate_raw(pw, _Params(user=user, rounds=rounds))
     return "{" + scheme.upper() + "}" + _encode(raw, entry, explicit)
 
