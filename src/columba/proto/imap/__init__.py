@@ -1,0 +1,136 @@
+"""Sans-IO IMAP4rev1/IMAP4rev2 codec, server side.
+
+Hand-written because no library does a bounded, streaming, server-side IMAP codec right: the
+Python IMAP libraries are clients or parse whole commands held in memory. This one streams big
+APPEND literals, decides each literal's fate from its context before reading it (``+``,
+``NO [TOOBIG]`` or close), keeps every bound (line length, literal sizes, nesting, argument
+count) and resynchronises after a bad command. It does no I/O and imports nothing from
+asyncio, socket, ssl or storage.
+
+- :mod:`.parser` -- :class:`ImapParser`: bytes -> events (start here);
+- :mod:`.commands` -- typed commands; :mod:`.events` -- the other events;
+- :mod:`.fetch`, :mod:`.search`, :mod:`.sequence` -- FETCH items, SEARCH AST, sequence sets;
+- :mod:`.mutf7` -- modified UTF-7; :mod:`.dates` -- IMAP dates;
+- :mod:`.response` -- responses -> bytes.
+"""
+
+from columba.proto.imap.commands import (
+    AppendCommand,
+    AppendMessage,
+    AuthenticateCommand,
+    CapabilityCommand,
+    CheckCommand,
+    CloseCommand,
+    Command,
+    CompressCommand,
+    CopyCommand,
+    CreateCommand,
+    DeleteCommand,
+    EnableCommand,
+    EsearchCommand,
+    ExpungeCommand,
+    FetchCommand,
+    GetMetadataCommand,
+    GetQuotaCommand,
+    GetQuotaRootCommand,
+    IdCommand,
+    IdleCommand,
+    ListCommand,
+    LoginCommand,
+    LogoutCommand,
+    LsubCommand,
+    MoveCommand,
+    NamespaceCommand,
+    NoopCommand,
+    QResyncParams,
+    RenameCommand,
+    SearchCommand,
+    SelectCommand,
+    SetMetadataCommand,
+    SetQuotaCommand,
+    SortCommand,
+    SortCriterion,
+    StartTlsCommand,
+    StatusCommand,
+    StoreCommand,
+    SubscribeCommand,
+    ThreadCommand,
+    UnselectCommand,
+    UnsubscribeCommand,
+)
+from columba.proto.imap.events import (
+    AuthenticateLine,
+    ConnectionClose,
+    IdleDone,
+    LiteralChunk,
+    LiteralEnd,
+    LiteralStart,
+    LiteralTooBig,
+    NeedContinuation,
+    ParserEvent,
+    ProtocolError,
+)
+from columba.proto.imap.fetch import FetchAttribute, Section
+from columba.proto.imap.lexer import normalize_mailbox
+from columba.proto.imap.parser import ImapParser
+from columba.proto.imap.sequence import SequenceSet
+
+__all__ = [
+    "AppendCommand",
+    "AppendMessage",
+    "AuthenticateCommand",
+    "AuthenticateLine",
+    "CapabilityCommand",
+    "CheckCommand",
+    "CloseCommand",
+    "Command",
+    "CompressCommand",
+    "ConnectionClose",
+    "CopyCommand",
+    "CreateCommand",
+    "DeleteCommand",
+    "EnableCommand",
+    "EsearchCommand",
+    "ExpungeCommand",
+    "FetchAttribute",
+    "FetchCommand",
+    "GetMetadataCommand",
+    "GetQuotaCommand",
+    "GetQuotaRootCommand",
+    "IdCommand",
+    "IdleCommand",
+    "IdleDone",
+    "ImapParser",
+    "ListCommand",
+    "LiteralChunk",
+    "LiteralEnd",
+    "LiteralStart",
+    "LiteralTooBig",
+    "LoginCommand",
+    "LogoutCommand",
+    "LsubCommand",
+    "MoveCommand",
+    "NamespaceCommand",
+    "NeedContinuation",
+    "NoopCommand",
+    "ParserEvent",
+    "ProtocolError",
+    "QResyncParams",
+    "RenameCommand",
+    "SearchCommand",
+    "Section",
+    "SelectCommand",
+    "SequenceSet",
+    "SetMetadataCommand",
+    "SetQuotaCommand",
+    "SortCommand",
+    "SortCriterion",
+    "StartTlsCommand",
+    "StatusCommand",
+    "StoreCommand",
+    "SubscribeCommand",
+    "ThreadCommand",
+    "UnselectCommand",
+    "UnsubscribeCommand",
+    "normalize_mailbox",
+]
