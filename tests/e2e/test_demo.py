@@ -18,7 +18,7 @@ from tests.conftest import SHARED
 
 
 def test_demo_config_is_the_shared_single_node_example() -> None:
-    assert SINGLE_NODE_CONF == (SHARED / "examples" / "single-node.conf").read_text()
+    assert (SHARED / "examples" / "single-node.conf").read_text() == SINGLE_NODE_CONF
 
 
 def test_prepared_config_only_moves_paths_and_ports(tmp_path: Path) -> None:
