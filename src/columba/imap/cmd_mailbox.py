@@ -1,0 +1,386 @@
+"""Mailbox commands: SELECT/EXAMINE, CLOSE, UNSELECT (RFC 3691), CREATE (with RFC 6154
+CREATE-SPECIAL-USE), DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST (RFC 5258 LIST-EXTENDED,
+RFC 5819 LIST-STATUS, RFC 6154 SPECIAL-USE, RFC 3348 CHILDREN), LSUB and STATUS (RFC 8438
+STATUS=SIZE, RFC 7889 APPENDLIMIT, RFC 8474 MAILBOXID).
+
+LIST patterns are matched here (the storage returns every mailbox): ``*`` matches anything,
+``%`` anything but the separator; ``INBOX`` matches in any case.
+"""
+
+from __future__ import annotations
+
+import re
+
+from columba.imap.session import CommandError, ImapSession, Reply, SelectedMailbox, State
+from columba.proto.imap import commands as c
+from columba.proto.imap.lexer import normalize_mailbox
+from columba.proto.imap.response import (
+    Atom,
+    ResponseCode,
+    encode_flags,
+    encode_mailbox,
+    encode_string,
+)
+from columba.storage.api import (
+    SPECIAL_USE_FLAGS,
+    SYSTEM_FLAGS,
+    MailboxInfo,
+    MailboxStatus,
+    MailUser,
+    StorageError,
+)
+
+__all__ = [
+    "close",
+    "create",
+    "delete",
+    "list_command",
+    "lsub",
+    "rename",
+    "select",
+    "status",
+    "status_items",
+    "subscribe",
+    "unselect",
+    "unsubscribe",
+]
+
+_FLAG_ORDER = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+# ---------------------------------------------------------------------- SELECT / EXAMINE
+
+
+async def select(session: ImapSession, cmd: c.SelectCommand) -> Reply:
+    user = session.require_user()
+    await session.close_mailbox()
+    view = await user.open_mailbox(cmd.mailbox, readonly=cmd.readonly)
+    sel = SelectedMailbox(view, cmd.readonly, list(view.uids()))
+    session.selected = sel
+    session.state = State.SELECTED
+    keywords = [k for k in view.keywords() if k not in SYSTEM_FLAGS]
+    flags = [*_FLAG_ORDER, *keywords]
+    out = bytearray()
+    out += b"* FLAGS " + encode_flags(flags) + b"\r\n"
+    session.write(bytes(out))
+    if cmd.readonly:
+        session.untagged_ok("Read-only mailbox.", ResponseCode("PERMANENTFLAGS", []))
+    else:
+        permanent = [Atom(f) for f in (*flags, "\\*")]
+        session.untagged_ok("Flags permitted.", ResponseCode("PERMANENTFLAGS", permanent))
+    session.write(b"* %d EXISTS\r\n" % sel.exists)
+    session.write(b"* %d RECENT\r\n" % len(view.recent_uids()))
+    for seq, record in enumerate(view.records(sel.uids), start=1):
+        if "\\Seen" not in record.flags:
+            session.untagged_ok("First unseen.", ResponseCode("UNSEEN", seq))
+            break
+    session.untagged_ok("UIDs valid", ResponseCode("UIDVALIDITY", view.uidvalidity))
+    session.untagged_ok("Predicted next UID", ResponseCode("UIDNEXT", view.uidnext))
+    session.untagged_ok("Ok", ResponseCode("MAILBOXID", [Atom(view.guid)]))
+    code = "READ-ONLY" if cmd.readonly else "READ-WRITE"
+    return Reply("OK", ("Examine" if cmd.readonly else "Select") + " completed.", code)
+
+
+async def close(session: ImapSession, cmd: c.CloseCommand) -> Reply:
+    sel = session.require_selected()
+    if not sel.readonly:
+        try:
+            await sel.view.expunge()
+        except StorageError:
+            await session.close_mailbox()
+            raise
+    await session.close_mailbox()
+    return Reply("OK", "Close completed.")
+
+
+async def unselect(session: ImapSession, cmd: c.UnselectCommand) -> Reply:
+    session.require_selected()
+    await session.close_mailbox()
+    return Reply("OK", "Unselect completed.")
+
+
+# ---------------------------------------------------------------------- CREATE / DELETE / RENAME
+
+
+def _strip_separator(name: str, sep: str) -> str:
+    return name[:-1] if len(name) > 1 and name.endswith(sep) else name
+
+
+async def create(session: ImapSession, cmd: c.CreateCommand) -> Reply:
+    user = session.require_user()
+    name = _strip_separator(cmd.mailbox, user.separator)
+    if not name:
+        return Reply("NO", "Invalid mailbox name.", "CANNOT")
+    uses = frozenset(cmd.special_use)
+    unknown = [u for u in uses if u not in SPECIAL_USE_FLAGS]
+    if unknown:
+        return Reply("NO", f"Unsupported special-use attribute {unknown[0]}.", "USEATTR")
+    await user.create_mailbox(name, uses)
+    return Reply("OK", "Create completed.")
+
+
+async def delete(session: ImapSession, cmd: c.DeleteCommand) -> Reply:
+    user = session.require_user()
+    name = _strip_separator(cmd.mailbox, user.separator)
+    sel = session.selected
+    await user.delete_mailbox(name)
+    if sel is not None and sel.view.name == normalize_mailbox(name, user.separator):
+        await session.close_mailbox()
+    return Reply("OK", "Delete completed.")
+
+
+async def rename(session: ImapSession, cmd: c.RenameCommand) -> Reply:
+    user = session.require_user()
+    sep = user.separator
+    old = _strip_separator(cmd.mailbox, sep)
+    new = _strip_separator(cmd.new_mailbox, sep)
+    await user.rename_mailbox(old, new)
+    return Reply("OK", "Rename completed.")
+
+
+async def subscribe(session: ImapSession, cmd: c.SubscribeCommand) -> Reply:
+    user = session.require_user()
+    await user.set_subscribed(_strip_separator(cmd.mailbox, user.separator), True)
+    return Reply("OK", "Subscribe completed.")
+
+
+async def unsubscribe(session: ImapSession, cmd: c.UnsubscribeCommand) -> Reply:
+    user = session.require_user()
+    await user.set_subscribed(_strip_separator(cmd.mailbox, user.separator), False)
+    return Reply("OK", "Unsubscribe completed.")
+
+
+# ---------------------------------------------------------------------- STATUS
+
+
+def status_items(session: ImapSession, st: MailboxStatus, items: tuple[str, ...]) -> list[object]:
+    out: list[object] = []
+    for item in items:
+        value: object
+        if item == "MESSAGES":
+            value = st.messages
+        elif item == "RECENT":
+            value = st.recent
+        elif item == "UIDNEXT":
+            value = st.uidnext
+        elif item == "UIDVALIDITY":
+            value = st.uidvalidity
+        elif item == "UNSEEN":
+            value = st.unseen
+        elif item == "DELETED":
+            value = st.deleted
+        elif item == "SIZE":
+            value = st.size
+        elif item == "HIGHESTMODSEQ":
+            value = st.highestmodseq
+        elif item == "APPENDLIMIT":
+            value = session.append_limit
+        elif item == "MAILBOXID":
+            value = [Atom(st.mailboxid)]
+        elif item == "DELETED-STORAGE":
+            value = st.deleted_storage
+        else:
+            raise CommandError("BAD", f"Unknown STATUS item {item}.")
+        out.extend((Atom(item), value))
+    return out
+
+
+def _status_line(session: ImapSession, name: str, values: list[object]) -> bytes:
+    from columba.proto.imap.response import encode_list
+
+    return (
+        b"* STATUS "
+        + encode_mailbox(name, utf8=session.utf8)
+        + b" "
+        + encode_list(values, utf8=session.utf8)
+        + b"\r\n"
+    )
+
+
+async def status(session: ImapSession, cmd: c.StatusCommand) -> Reply:
+    user = session.require_user()
+    name = _strip_separator(cmd.mailbox, user.separator)
+    st = await user.status(name)
+    values = status_items(session, st, cmd.items)
+    session.write(_status_line(session, st_name(name, user), values))
+    return Reply("OK", "Status completed.")
+
+
+def st_name(name: str, user: MailUser) -> str:
+    return normalize_mailbox(name, user.separator)
+
+
+# ---------------------------------------------------------------------- LIST / LSUB
+
+
+def pattern_regex(pattern: str, sep: str) -> re.Pattern[str]:
+    """A LIST pattern as a regular expression (``*`` any, ``%`` anything but *sep*)."""
+    pattern = normalize_mailbox(pattern, sep)
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append(f"[^{re.escape(sep)}]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _matches(regexes: list[re.Pattern[str]], name: str) -> bool:
+    for rx in regexes:
+        if rx.fullmatch(name):
+            return True
+        # INBOX matches in any case ("inbox", "Inb*")
+        if name == "INBOX" and re.fullmatch(rx.pattern, name, re.DOTALL | re.IGNORECASE):
+            return True
+    return False
+
+
+def _combine(reference: str, pattern: str, sep: str) -> str:
+    if not reference:
+        return pattern
+    if pattern.startswith(sep) and reference.endswith(sep):
+        return reference + pattern[1:]
+    return reference + pattern
+
+
+def _with_parents(boxes: list[MailboxInfo], sep: str) -> dict[str, MailboxInfo]:
+    """Every mailbox by name, plus the implied (non-existent) parents of nested names."""
+    entries = {b.name: b for b in boxes}
+    for box in boxes:
+        if not box.exists:
+            continue
+        parts = box.name.split(sep)
+        for i in range(1, len(parts)):
+            parent = sep.join(parts[:i])
+            known = entries.get(parent)
+            if known is None:
+                entries[parent] = MailboxInfo(
+                    name=parent, guid="", selectable=False, exists=False, has_children=True
+                )
+            elif not known.has_children:
+                entries[parent] = MailboxInfo(
+                    name=known.name,
+                    guid=known.guid,
+                    special_use=known.special_use,
+                    subscribed=known.subscribed,
+                    selectable=known.selectable,
+                    exists=known.exists,
+                    has_children=True,
+                )
+    return entries
+
+
+def _sorted(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: (n != "INBOX", n))
+
+
+async def list_command(session: ImapSession, cmd: c.ListCommand) -> Reply:
+    user = session.require_user()
+    sep = user.separator
+    utf8 = session.utf8
+    sep_wire = encode_string(sep)
+    if not cmd.extended and len(cmd.patterns) == 1 and cmd.patterns[0] == "":
+        root = ""
+        session.write(b"* LIST (\\Noselect) " + sep_wire + b" " + encode_string(root) + b"\r\n")
+        return Reply("OK", "List completed.")
+    selection = set(cmd.selection)
+    returns = set(cmd.return_options)
+    sel_subscribed = "SUBSCRIBED" in selection
+    sel_special = "SPECIAL-USE" in selection
+    recursive = "RECURSIVEMATCH" in selection
+    show_subscribed = cmd.extended and (sel_subscribed or "SUBSCRIBED" in returns)
+    regexes = [pattern_regex(_combine(cmd.reference, p, sep), sep) for p in cmd.patterns if p]
+    boxes = await user.list_mailboxes()
+    entries = _with_parents(boxes, sep)
+    subscribed_names = {b.name for b in boxes if b.subscribed}
+    lines = bytearray()
+    status_wanted = cmd.return_status
+    for name in _sorted(list(entries)):
+        box = entries[name]
+        childinfo = False
+        if not _matches(regexes, name):
+            continue
+        if sel_subscribed:
+            if not box.subscribed:
+                if recursive and any(s.startswith(name + sep) for s in subscribed_names):
+                    childinfo = True
+                else:
+                    continue
+        elif not box.exists and not box.has_children:
+            continue
+        if sel_special and not box.special_use:
+            continue
+        flags: list[str] = []
+        if not box.exists:
+            flags.append("\\NonExistent" if cmd.extended else "\\Noselect")
+        elif not box.selectable:
+            flags.append("\\Noselect")
+        if show_subscribed and box.subscribed:
+            flags.append("\\Subscribed")
+        flags.append("\\HasChildren" if box.has_children else "\\HasNoChildren")
+        flags.extend(sorted(box.special_use))
+        line = (
+            b"* LIST "
+            + encode_flags(flags)
+            + b" "
+            + sep_wire
+            + b" "
+            + encode_mailbox(name, utf8=utf8)
+        )
+        if childinfo:
+            line += b' ("CHILDINFO" ("SUBSCRIBED"))'
+        lines += line + b"\r\n"
+        if status_wanted is not None and box.exists and box.selectable:
+            try:
+                st = await user.status(name)
+            except StorageError:
+                continue
+            lines += _status_line(session, name, status_items(session, st, status_wanted))
+        if len(lines) > 65536:
+            await session.send(bytes(lines))
+            lines.clear()
+    session.write(bytes(lines))
+    return Reply("OK", "List completed.")
+
+
+async def lsub(session: ImapSession, cmd: c.LsubCommand) -> Reply:
+    user = session.require_user()
+    sep = user.separator
+    sep_wire = encode_string(sep)
+    if cmd.pattern == "":
+        session.write(b"* LSUB (\\Noselect) " + sep_wire + b' ""\r\n')
+        return Reply("OK", "Lsub completed.")
+    rx = [pattern_regex(_combine(cmd.reference, cmd.pattern, sep), sep)]
+    boxes = await user.list_mailboxes()
+    by_name = {b.name: b for b in boxes}
+    subscribed = [b.name for b in boxes if b.subscribed]
+    shown: dict[str, bool] = {}
+    for name in subscribed:
+        box = by_name[name]
+        if _matches(rx, name):
+            shown[name] = box.exists and box.selectable
+            continue
+        # "%" stops at a level: a parent of a subscribed child is listed \Noselect
+        parts = name.split(sep)
+        for i in range(len(parts) - 1, 0, -1):
+            parent = sep.join(parts[:i])
+            if _matches(rx, parent):
+                if parent not in shown:
+                    shown[parent] = False
+                break
+    out = bytearray()
+    for name in _sorted(list(shown)):
+        flags = [] if shown[name] else ["\\Noselect"]
+        out += (
+            b"* LSUB "
+            + encode_flags(flags)
+            + b" "
+            + sep_wire
+            + b" "
+            + encode_mailbox(name, utf8=session.utf8)
+            + b"\r\n"
+        )
+    session.write(bytes(out))
+    return Reply("OK", "Lsub completed.")
