@@ -25,6 +25,7 @@ from columba.dict.api import (
     dict_drivers,
     prefix_upper_bound,
 )
+from tests.pg_server import fresh_database
 
 _T = TypeVar("_T")
 
@@ -49,6 +50,7 @@ DICT_DRIVERS: dict[str, Callable[[Path], DictTarget]] = {
         "sqlite", {"sqlite_path": str(t / "dict.db"), "sqlite_journal_mode": "delete"}, True
     ),
     "memory": lambda t: DictTarget("memory", {"memory_name": uuid.uuid4().hex}, False),
+    "postgresql": lambda t: DictTarget("postgresql", {"pgsql_url": fresh_database()}, True),
 }
 
 

@@ -288,7 +288,15 @@ def register_fs(name: str) -> Callable[[_F], _F]:
 
 def _load_builtin_drivers() -> None:
     # Importing the modules registers the drivers.
-    from columba.fs import compress, dictmap, memory, posix, randomfail  # noqa: F401
+    from columba.fs import (  # noqa: F401
+        compress,
+        crypt,
+        dictmap,
+        fscache,
+        memory,
+        posix,
+        randomfail,
+    )
 
 
 def fs_drivers() -> dict[str, bool]:
