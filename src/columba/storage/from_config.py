@@ -19,7 +19,7 @@ from columba.lib.var_expand import VarExpandError, expand
 from columba.storage.api import StorageTemporaryError, UserInfo
 from columba.storage.factory import AutoMailbox, AutoMode, StorageSettings
 
-_FS_SETTING_PREFIXES = ("fs_", "storage_")
+_FS_SETTING_PREFIXES = ("fs_", "storage_", "crypt_global_public_key_file", "crypt_write_")
 _DICT_SETTING_PREFIXES = ("sqlite_", "pgsql_", "cassandra_", "redis_", "dict_")
 
 
@@ -65,6 +65,20 @@ def _dict_view(fs: SettingsView) -> SettingsView | None:
     return None
 
 
+def _crypt_private_keys(view: SettingsView) -> dict[str, str]:
+    """``crypt_global_private_key NAME { crypt_private_key_file = … }`` blocks, flattened to
+    ``crypt_private_key_file/NAME`` (and ``…password/NAME``) as the crypt layer reads them."""
+    keys: dict[str, str] = {}
+    for block in view.filters("crypt_global_private_key"):
+        path = block.get_str("crypt_private_key_file")
+        if path:
+            keys[f"crypt_private_key_file/{block.name}"] = path
+        password = block.get_str("crypt_private_key_password")
+        if password:
+            keys[f"crypt_private_key_password/{block.name}"] = password
+    return keys
+
+
 def fs_stack_factory(
     view: SettingsView, filter_name: str = "obox"
 ) -> Callable[[UserInfo], list[FsSpec]]:
@@ -73,9 +87,12 @@ def fs_stack_factory(
     if not layers:
         raise ConfigError(f"{filter_name} {{ }} has no fs layers (e.g. fs posix {{ }})")
     prepared: list[tuple[str, dict[str, str], tuple[str, dict[str, str]] | None]] = []
+    private_keys = _crypt_private_keys(view)
     for layer in layers:
         driver = layer.get_str("fs_driver") or layer.name
         settings = _visible_settings(layer, _FS_SETTING_PREFIXES)
+        if driver == "crypt":
+            settings.update(private_keys)
         dict_spec = None
         if driver == "dictmap":
             dict_view = _dict_view(layer)
