@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+import columba.fs.s3  # noqa: F401 - registers the s3 and aws-s3 drivers
 from columba.dict.api import Dict, create_dict
 from columba.fs.api import (
     Fs,
@@ -27,6 +28,7 @@ from columba.fs.api import (
     FsStat,
     create_fs_stack,
 )
+from tests.crypt_keys import crypt_settings
 
 _T = TypeVar("_T")
 
@@ -39,6 +41,7 @@ def run(coro: Coroutine[Any, Any, _T]) -> _T:
 class Stack:
     specs: Callable[[Path], list[FsSpec]]
     in_memory: bool = False  # the terminal keeps whole objects in RAM
+    s3: bool = False  # the terminal is s3 on the session's SeaweedFS (fixture `s3_server`)
 
 
 def _posix(tmp: Path) -> FsSpec:
@@ -106,6 +109,39 @@ FS_STACKS: dict[str, Stack] = {
     "randomfail(0%)+posix": Stack(
         lambda t: [FsSpec("randomfail", {"fs_randomfail_ops": "all=0"}), _posix(t)]
     ),
+    "compress+crypt+memory": Stack(
+        lambda t: [
+            FsSpec("compress", {}),
+            FsSpec("crypt", crypt_settings(t / "keys")),
+            FsSpec("memory"),
+        ],
+        in_memory=True,
+    ),
+    "crypt+posix": Stack(lambda t: [FsSpec("crypt", crypt_settings(t / "keys")), _posix(t)]),
+    "fscache+compress+memory": Stack(
+        lambda t: [
+            FsSpec("fscache", {"fs_fscache_path": str(t / "cache"), "fs_fscache_size": "64M"}),
+            FsSpec("compress", {}),
+            FsSpec("memory"),
+        ],
+        in_memory=True,
+    ),
+    "fscache+crypt+posix": Stack(
+        lambda t: [
+            FsSpec("fscache", {"fs_fscache_path": str(t / "cache"), "fs_fscache_size": "64M"}),
+            FsSpec("crypt", crypt_settings(t / "keys")),
+            _posix(t),
+        ]
+    ),
+    "s3": Stack(lambda t: [FsSpec("s3")], s3=True),
+    "compress+s3": Stack(lambda t: [FsSpec("compress", {}), FsSpec("s3")], s3=True),
+    "dictmap(sqlite)+s3": Stack(
+        lambda t: [
+            FsSpec("dictmap", {"storage_objectid_prefix": "u/mails/"}, _sqlite(t)),
+            FsSpec("s3"),
+        ],
+        s3=True,
+    ),
 }
 
 
@@ -124,6 +160,16 @@ class StackFactory:
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> StackFactory:
     entry = FS_STACKS[request.param]
     specs = entry.specs(tmp_path)
+    if entry.s3:
+        # Every test gets its own key prefix in the session's bucket.
+        server = request.getfixturevalue("s3_server")
+        s3_settings = server.settings(prefix=f"contract/{uuid.uuid4().hex}/")
+        specs = [
+            FsSpec(s.driver, {**s3_settings, **s.settings}, s.dict_factory)
+            if s.driver == "s3"
+            else s
+            for s in specs
+        ]
     if entry.in_memory:
         # Share one memory store among the stacks this test opens.
         name = f"contract-{uuid.uuid4().hex}"

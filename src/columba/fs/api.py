@@ -296,6 +296,7 @@ def _load_builtin_drivers() -> None:
         memory,
         posix,
         randomfail,
+        s3,
     )
 
 
