@@ -11,16 +11,21 @@ compliance suites, and Debian's Dovecot is the reference (DESIGN.md §9).  The s
 therefore reproduces Dovecot's ``message-parser`` rules rather than the RFCs' ideal:
 
 * a boundary line is ``--`` + the *longest* active boundary that is a *prefix* of the line
-  (innermost first on ties); the [CR]LF before it belongs to the boundary; a boundary line
-  ends the part even in the middle of a header block;
+  (innermost first on ties; boundaries are cut to 80 bytes); the [CR]LF before it belongs
+  to the boundary; a boundary line that arrives inside a header block - or right after its
+  empty line, unless it is the part's own boundary - ends the part there, with no body;
+  a boundary line without a line end at the end of the message starts nothing;
 * ``multipart/*`` without a usable boundary is still a multipart with no children (written
   as one empty text/plain part); ``message/rfc822`` is parsed as a message whatever its
   Content-Transfer-Encoding; parts without Content-Type under ``multipart/digest`` are
-  message/rfc822;
+  message/rfc822; a part typed multipart or message/rfc822 that could not be parsed as
+  one is written as application/octet-stream;
 * Content-* headers of a message without MIME-Version and Content-Type are ignored;
-* the first Content-* header of each kind wins; for Subject/Date/Message-ID/In-Reply-To the
-  last one wins; address headers accumulate;
-* nesting deeper than :data:`MAX_NESTING` and parts past :data:`MAX_PARTS` are opaque.
+* the first Content-* header of each kind wins (Content-Disposition: the first with
+  parameters); for Subject/Date/Message-ID/In-Reply-To the last one wins; address headers
+  accumulate; RFC 2231 continuations are merged but left encoded;
+* nesting deeper than :data:`MAX_NESTING` and parts past :data:`MAX_PARTS` are opaque;
+* HEADER.FIELDS answers follow Dovecot's header filter (see :func:`_filter_header`).
 
 Why a hand-written boundary scanner.  ``email.message``/``email.parser`` build a tree of
 decoded header objects, normalise line endings, drop the byte offsets IMAP needs for
@@ -29,7 +34,10 @@ match, no prefix rule, no header truncation).  The scanner here is a ``bytes.fin
 loop over the CRLF buffer: linear in the message size (plus the depth bound), no copies of
 part bodies, offsets kept.  ``email.utils`` is used only to parse the Date header.
 
-Malformed input never raises: every byte string yields a ParsedMessage.
+Bounds: nesting (:data:`MAX_NESTING`), parts (:data:`MAX_PARTS`), header fields looked at
+per header block (:data:`MAX_HEADER_FIELDS`) and header text per cache record
+(:data:`HEADER_CACHE_BYTES`).  Malformed input never raises: every byte string yields a
+ParsedMessage.  The cross-check against Dovecot is tests/unit/test_mime_golden.py.
 """
 
 from __future__ import annotations
@@ -70,7 +78,8 @@ __all__ = [
 MAX_NESTING = 100  # Dovecot's default max_nested_mime_parts
 MAX_PARTS = 10_000  # Dovecot's default max_total_mime_parts
 BOUNDARY_MAX_LEN = 80  # Dovecot cuts longer boundaries (lines are matched by prefix anyway)
-MAX_HEADER_FIELDS = 10_000  # fields kept per part for lookups (sizes stay exact past it)
+MAX_HEADER_FIELDS = 10_000  # fields of one header block looked at (sizes stay exact past it)
+HEADER_CACHE_BYTES = 64 * 1024  # header field text kept in a to_json() record
 JSON_VERSION = 1
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
@@ -190,11 +199,10 @@ class MimePart:
 
 
 class _Field:
-    __slots__ = ("end", "lname", "name", "parts", "start")
+    __slots__ = ("end", "name", "parts", "start")
 
     def __init__(self, name: bytes, start: int) -> None:
         self.name = name
-        self.lname = name.lower()
         self.start = start
         self.end = start
         self.parts: list[bytes] = []
@@ -264,10 +272,6 @@ class _Walker:
                 return end, (f[0], f[1], line)
             i = line
 
-    def line_after(self, pos: int) -> int:
-        lf = self.data.find(b"\n", pos)
-        return self.n if lf < 0 else lf + 1
-
     # parts ----------------------------------------------------------------------
 
     def parse_part(
@@ -308,6 +312,8 @@ class _Walker:
             if lf >= 0:
                 line_end = lf - 1 if lf > pos and data[lf - 1] == 0x0D else lf
                 prev_nl = nxt - line_end
+                while line_end > pos and data[line_end - 1] == 0x0D:
+                    line_end -= 1  # Dovecot's line content has no trailing CRs
             else:
                 prev_nl = 0
             if c in (0x20, 0x09):
@@ -617,7 +623,11 @@ def _filter_header(
     out = bytearray()
     for name, s, e in _header_fields(hdr):
         if (name in wanted) == keep:
-            out += hdr[s:e]
+            line = hdr[s:e]
+            colon = line.find(b":")
+            if keep and 0 <= line.find(b"\x00") < colon:  # FIELDS rewrites the name
+                line = line[: line.index(b"\x00")] + line[colon:]
+            out += line
     eoh = _eoh(hdr)
     if eoh:
         out += eoh
@@ -647,7 +657,7 @@ def _header_fields(hdr: bytes) -> list[tuple[bytes, int, int]]:
         else:
             colon = hdr.find(b":", pos, nxt)
             # a line without a colon has no name: HEADER.FIELDS never matches it
-            name = hdr[pos:colon].rstrip(b" \t").lower() if colon >= 0 else b""
+            name = hdr[pos:colon].split(b"\x00", 1)[0].rstrip(b" \t").lower() if colon >= 0 else b""
             out.append((name, pos, nxt))
         pos = nxt
     return out
@@ -738,6 +748,7 @@ class ParsedMessage:
         "envelope",
         "header_bytes",
         "header_fields",
+        "headers_complete",
         "root",
         "size",
     )
@@ -753,6 +764,7 @@ class ParsedMessage:
         header_fields: list[HeaderField],
         root: MimePart,
         raw: bytes | None = None,
+        headers_complete: bool = True,
     ) -> None:
         self.size = size
         self.envelope = envelope
@@ -762,6 +774,9 @@ class ParsedMessage:
         self.header_fields = header_fields
         self.root = root
         self._raw = raw
+        # False when a cache record left header fields out (see to_json): headers() and
+        # decoded_header() then see only the first ones until reloaded with the message
+        self.headers_complete = headers_complete
 
     # parts ------------------------------------------------------------------------
 
@@ -892,29 +907,50 @@ class ParsedMessage:
     # cache ------------------------------------------------------------------------
 
     def to_json(self) -> str:
+        """A compact JSON record for the index: the FETCH texts, the part tree and the
+        top-level header fields (up to :data:`HEADER_CACHE_BYTES` of them; past that the
+        record says so and :meth:`from_json` re-reads them from the message when given it).
+        """
+        fields: list[list[Any]] = []
+        budget = HEADER_CACHE_BYTES
+        complete = self.headers_complete
+        for f in self.header_fields:
+            budget -= len(f.name) + len(f.value) + 16
+            if budget < 0:
+                complete = False
+                break
+            fields.append([_b2s(f.name), f.start, f.end, _b2s(f.value)])
         doc = {
             "v": JSON_VERSION,
             "size": self.size,
             "envelope": self.envelope,
             "body": self.body,
             "bodystructure": self.bodystructure,
-            "hdr": [[_b2s(f.name), f.start, f.end, _b2s(f.value)] for f in self.header_fields],
+            "hdr": fields,
+            "hdr_complete": complete,
             "root": _part_to_json(self.root),
         }
         return json.dumps(doc, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str, raw: bytes | None = None) -> ParsedMessage:
+        """Rebuild from :meth:`to_json` without parsing the message.
+
+        *raw* (the stored CRLF message) is optional; with it, :attr:`header_bytes` and
+        :meth:`text_for_search` work, and header fields the record left out are re-read.
+        """
         doc = json.loads(text)
         if doc.get("v") != JSON_VERSION:
             raise ValueError("unknown ParsedMessage cache version")
         fields = [HeaderField(_s2b(n), s, e, _s2b(v)) for n, s, e, v in doc["hdr"]]
+        complete = bool(doc.get("hdr_complete", True))
         root = _part_from_json(doc["root"])
         header_bytes = b""
         if raw is not None:
             header_bytes = raw[root.hdr_start : root.hdr_end]
-        else:
-            header_bytes = _s2b(doc.get("hb", "")) if "hb" in doc else b""
+            if not complete:
+                fields = _walk(header_bytes)[1]
+                complete = True
         return cls(
             size=doc["size"],
             envelope=doc["envelope"],
@@ -924,6 +960,7 @@ class ParsedMessage:
             header_fields=fields,
             root=root,
             raw=raw,
+            headers_complete=complete,
         )
 
 

@@ -279,7 +279,7 @@ class Rfc822Parser:
         elif data[self.pos] == 0x3D:
             # Dovecot's workaround for name==?utf-8?b?...?=
             start = self.pos
-            while self.pos < end and data[self.pos] not in b"; \t\r\n":
+            while self.pos < end and data[self.pos] not in b"; \t\r\n\x00":
                 self.pos += 1
             value += data[start : self.pos]
         else:
@@ -472,6 +472,7 @@ class _AddressParser:
         self.out: list[Address] = []
         self.addr = _Addr()
         self.limit = limit
+        self._str = bytearray()  # the local part read last (addr-spec fallback builds on it)
 
     def add(self) -> None:
         a = self.addr
