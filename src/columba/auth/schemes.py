@@ -48,8 +48,8 @@ DES-CRYPT, SMD5, PLAIN-MD4, PLAIN-MD5, LDAP-MD5, unsalted SHA/SHA1, and
 CRYPT/SHA*-CRYPT entries holding a DES or ``$1$`` hash). As in Dovecot 2.4,
 the cleartext schemes (PLAIN, CLEAR, CLEARTEXT, PLAIN-TRUNC) and the
 challenge-response ones (CRAM-MD5, HMAC-MD5, DIGEST-MD5) are not affected.
-``credentials()`` (used by challenge-response SASL mechanisms) is not subject to that policy: enabling
-such a mechanism is the opt-in.
+``credentials()`` (used by challenge-response SASL mechanisms) is not subject
+to that policy: enabling such a mechanism is the opt-in.
 """
 
 from __future__ import annotations
