@@ -239,7 +239,9 @@ def test_mailbox_management_with_imapclient(imap_server: ImapServer) -> None:
         lines = c.command('LIST "" ""')
         assert lines[0] == b'* LIST (\\Noselect) "/" ""\r\n'
         lines = c.command('CREATE "Arch" (USE (\\Archive))')
-        assert tagged_status(lines) == b"OK Create completed."
+        assert re.fullmatch(
+            rb"OK \[MAILBOXID \([0-9a-f]+\)\] Create completed\.", tagged_status(lines)
+        )
         lines = c.command('LIST (SPECIAL-USE) "" "*"')
         assert b'* LIST (\\HasNoChildren \\Archive) "/" Arch\r\n' in lines
         assert all(b"INBOX" not in line for line in lines)

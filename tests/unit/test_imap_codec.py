@@ -862,17 +862,6 @@ def test_zero_length_sync_literal() -> None:
         (b"a NOOP extra", "a", "Unexpected extra arguments"),
         (b"a SELECT", "a", "Missing argument"),
         (b"a SELECT  INBOX", "a", "Expected mailbox name"),
-        (b"a SELECT &Jjo", "a", "Mailbox name is not valid mUTF-7: unterminated '&' run"),
-        (
-            b"a SELECT &AGE-",
-            "a",
-            "Mailbox name is not valid mUTF-7: printable US-ASCII encoded in base64",
-        ),
-        (
-            b'a SELECT "\xff"',
-            "a",
-            "Mailbox name is not valid mUTF-7: character outside printable US-ASCII",
-        ),
         (b"a SELECT INBOX (FOO)", "a", "Unknown SELECT parameter FOO"),
         (b"a FETCH 0 FLAGS", "a", "Invalid sequence set"),
         (b"a FETCH 1:2:3 FLAGS", "a", "Invalid sequence set"),
@@ -913,6 +902,26 @@ def test_errors_are_bad_and_parser_goes_on(line: bytes, tag: str | None, message
     err = events[0]
     assert isinstance(err, ProtocolError)
     assert (err.tag, err.message, err.status) == (tag, message, "BAD")
+    assert events[1] == c.NoopCommand(tag="z", name="NOOP")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        (b"a SELECT &Jjo", "unterminated '&' run"),
+        (b"a SELECT &AGE-", "printable US-ASCII encoded in base64"),
+        (b'a SELECT "\xff"', "character outside printable US-ASCII"),
+        (b'a CREATE "bad&name"', "unterminated '&' run"),
+    ],
+)
+def test_invalid_mutf7_names_are_no_and_parser_goes_on(line: bytes, message: str) -> None:
+    # The command is well formed, only the name is unusable: NO (as Dovecot), not BAD.
+    events = parse_all(line + b"\r\nz NOOP\r\n")
+    assert len(events) == 2, events
+    err = events[0]
+    assert isinstance(err, ProtocolError)
+    assert (err.tag, err.status) == ("a", "NO")
+    assert err.message == f"Invalid mailbox name: not valid mUTF-7 ({message})"
     assert events[1] == c.NoopCommand(tag="z", name="NOOP")
 
 

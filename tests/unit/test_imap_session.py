@@ -374,7 +374,9 @@ def test_misc_commands(tmp_path: Path) -> None:
             lines = await c.cmd('LIST "" "*" RETURN (SUBSCRIBED)')
             assert b'* LIST (\\Subscribed \\HasNoChildren) "/" a/b/c\r\n' in lines
             lines = await c.cmd("CREATE &AOQ-bc")
-            assert _status(lines) == b"OK Create completed."
+            assert re.fullmatch(
+                rb"OK \[MAILBOXID \([0-9a-f]+\)\] Create completed\.", _status(lines)
+            )
             lines = await c.cmd('LIST "" "&AOQ-*"')
             assert lines[0] == b'* LIST (\\HasNoChildren) "/" &AOQ-bc\r\n'
             assert re.match(

@@ -116,7 +116,9 @@ async def create(session: ImapSession, cmd: c.CreateCommand) -> Reply:
     if unknown:
         return Reply("NO", f"Unsupported special-use attribute {unknown[0]}.", "USEATTR")
     await user.create_mailbox(name, uses)
-    return Reply("OK", "Create completed.")
+    # RFC 8474 §4.1: the tagged OK of CREATE carries the new mailbox's MAILBOXID.
+    status = await user.status(name)
+    return Reply("OK", "Create completed.", ResponseCode("MAILBOXID", [Atom(status.mailboxid)]))
 
 
 async def delete(session: ImapSession, cmd: c.DeleteCommand) -> Reply:

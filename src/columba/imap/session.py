@@ -398,6 +398,13 @@ class ImapSession:
         await self.writer.start_tls(self.tls_context)
         self.tls = True
 
+    def switch_streams(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Go on over streams layered on the current ones (COMPRESS=DEFLATE, see
+        :mod:`columba.imap.compress`): call with the output flushed and the parser's held
+        input taken."""
+        self.reader = reader
+        self.writer = writer
+
     async def cleanup(self) -> None:
         await self.close_mailbox()
         if self.user is not None:
@@ -606,7 +613,9 @@ class ImapSession:
         if not uid:
             count = len(uids)
             ranges = seqset.resolve(count)
-            if ranges and ranges[-1][1] > count:
+            # RFC 3501 seq-number: a sequence number past the message count is a BAD,
+            # "*" included when the mailbox is empty.
+            if count == 0 or (ranges and ranges[-1][1] > count):
                 raise CommandError("BAD", "Invalid messageset")
             return [(s, uids[s - 1]) for lo, hi in ranges for s in range(lo, hi + 1)]
         largest = uids[-1] if uids else 0

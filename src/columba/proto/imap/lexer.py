@@ -380,7 +380,10 @@ class Cursor:
         try:
             return mutf7.decode(raw)
         except mutf7.MUtf7Error as exc:
-            raise ImapSyntaxError(f"Mailbox name is not valid mUTF-7: {exc}") from exc
+            # The command is well formed; only the name is unusable: NO, as Dovecot answers.
+            raise ImapSyntaxError(
+                f"Invalid mailbox name: not valid mUTF-7 ({exc})", status="NO"
+            ) from exc
 
     def read_mailbox(self) -> str:
         """``mailbox`` = "INBOX" / astring, decoded, INBOX normalised."""
