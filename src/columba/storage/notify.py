@@ -152,6 +152,8 @@ class ChangeNotifier:
             if pair is None:
                 conn = sqlite3.connect(entry.path, timeout=1.0, check_same_thread=False)
                 conns[entry.path] = (entry, conn)
+                # data_version values only compare within one connection: start afresh.
+                entry.data_version = None
             else:
                 conn = pair[1]
             version = int(conn.execute("PRAGMA data_version").fetchone()[0])
@@ -161,7 +163,11 @@ class ChangeNotifier:
                 bad[1].close()
             return
         if entry.data_version is None:
+            # The first look at a file: a commit made between the watch being taken and now
+            # can't be told from the baseline, so wake the waiters once; they re-check the
+            # database and go back to waiting if nothing of theirs changed.
             entry.data_version = version
+            self.bump(entry)
         elif version != entry.data_version:
             entry.data_version = version
             self.bump(entry)
