@@ -149,10 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only these roles (default: columba_roles)",
     )
     serve.set_defaults(func=_serve_command)
-    from columba.admin import cmd_auth, cmd_pw
+    from columba.admin import cmd_auth, cmd_metacache, cmd_pw
 
     cmd_pw.add_parser(sub)
     cmd_auth.add_parsers(sub, common)
+    cmd_metacache.add_parsers(sub, common)
     for name, text in (
         ("reload", "reload the running server's configuration"),
         ("stop", "stop the running server"),

@@ -83,3 +83,10 @@ def set_context(context: ServiceContext | None) -> None:
     """Install a context (tests, in-process servers)."""
     global _context
     _context = context
+
+
+async def close_context() -> None:
+    """Close this process's storage if it was used: uploads pending index bundles (shutdown)."""
+    context = _context
+    if context is not None and "storage" in context.__dict__:
+        await context.storage.close()

@@ -245,6 +245,12 @@ async def _worker_main(
             f"worker {os.getpid()}: closed {cancelled} connection(s) still open after "
             f"shutdown_timeout={shutdown_timeout:g}s"
         )
+    from columba.context import close_context
+
+    try:
+        await asyncio.wait_for(close_context(), 30)  # metacache flushall
+    except Exception as exc:
+        log(f"worker {os.getpid()}: closing mail storage: {exc}")
     return 0
 
 

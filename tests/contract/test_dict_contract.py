@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from columba.dict import cassandra as cassandra_dict  # registers "cassandra", also in children
 from columba.dict.api import (
     Dict,
     DictConflict,
@@ -51,7 +53,16 @@ DICT_DRIVERS: dict[str, Callable[[Path], DictTarget]] = {
     ),
     "memory": lambda t: DictTarget("memory", {"memory_name": uuid.uuid4().hex}, False),
     "postgresql": lambda t: DictTarget("postgresql", {"pgsql_url": fresh_database()}, True),
+    "cassandra": lambda t: _cassandra_target(),
 }
+
+
+def _cassandra_target() -> DictTarget:
+    """A fresh keyspace on the live cluster named by COLUMBA_TEST_CASSANDRA (opt-in)."""
+    addr = os.environ.get("COLUMBA_TEST_CASSANDRA", "")
+    if not addr:
+        pytest.skip("COLUMBA_TEST_CASSANDRA=host:port not set (no Cassandra server here)")
+    return DictTarget("cassandra", cassandra_dict.live_test_settings(addr), True)
 
 
 @pytest.fixture(params=sorted(DICT_DRIVERS))

@@ -376,7 +376,9 @@ def test_fetch_every_item(imap_server: ImapServer) -> None:
         ).replace(b"(\\Seen \\Flagged", b"(\\Flagged \\Seen")
         assert simple.envelope.startswith('"Mon, 01 Jan 2024 10:00:00 +0000" "Simple test" ')
         lines = c.command("UID FETCH 2 (RFC822 EMAILID SAVEDATE MODSEQ)")
-        line = lines[0]
+        # MODSEQ enables CONDSTORE (RFC 7162 §3.1): HIGHESTMODSEQ first, as Dovecot does
+        assert lines[0].startswith(b"* OK [HIGHESTMODSEQ ")
+        line = lines[1]
         assert line.startswith(b"* 2 FETCH (UID 2 RFC822 " + _literal(MULTIPART) + b" EMAILID (")
         assert b" SAVEDATE " in line and b" MODSEQ (" in line
         assert line.endswith(b" FLAGS (\\Seen \\Recent))\r\n")  # \Seen was just set

@@ -2,8 +2,9 @@
 
 The configuration is the demo's single-node example (``columba.demo.prepare``) plus a log
 file, no failed-login delay, two workers (so IDLE crosses processes) and a 1 MiB
-``mail_save_max_size`` (APPENDLIMIT). Extra accounts are appended to the passwd-file before
-the server starts.
+``mail_save_max_size`` (APPENDLIMIT), METADATA (``imap_metadata``) and URLAUTH
+(``imap_urlauth_host``, the host the scripts' URLs name). Extra accounts are appended to the
+passwd-file before the server starts.
 """
 
 from __future__ import annotations
@@ -20,14 +21,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["APPEND_LIMIT", "ColumbaServer", "columba_server", "free_port", "hash_password"]
+__all__ = [
+    "APPEND_LIMIT",
+    "URLAUTH_HOST",
+    "ColumbaServer",
+    "columba_server",
+    "free_port",
+    "hash_password",
+]
 
 APPEND_LIMIT = 1 << 20
+URLAUTH_HOST = "localhost"
 EXTRA_SETTINGS = f"""
 log_path = {{data_dir}}/columba.log
 auth_failure_delay = 0
 columba_workers = 2
 mail_save_max_size = {APPEND_LIMIT}
+mail_utf8_extensions = yes
+imap4rev2_enable = yes
+imap_metadata = yes
+imap_urlauth_host = {URLAUTH_HOST}
 """
 
 

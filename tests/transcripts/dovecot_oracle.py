@@ -5,7 +5,9 @@
 (``sdbox``, the dbox family obox descends from; unlike maildir it can rename INBOX;
 separator ``/`` like Columba's), the same INBOX namespace as
 Columba's ``@mailbox_defaults = english`` (Drafts, Junk, Sent, Trash auto-subscribed with
-their special-use flags), STARTTLS with a self-signed certificate, on a free loopback port.
+their special-use flags), STARTTLS with a self-signed certificate, COMPRESS (imap_zlib),
+METADATA and URLAUTH (attributes in a file dict in each home, ``imap_urlauth_host`` as
+Columba's), on a free loopback port.
 Nothing outside the temporary directory is written. As root, mail is accessed as ``nobody``
 and the login/internal services run as Debian's ``dovenull``/``dovecot``; as any other user,
 everything runs as that user.
@@ -34,11 +36,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.transcripts.columba_server import URLAUTH_HOST
 from tests.transcripts.runner import ScriptResult, all_scripts, run_script, script_users
 
 __all__ = ["DovecotInstance", "dovecot_binary", "dovecot_instance", "run_against_dovecot"]
 
 MAIL_LOCATION = "sdbox:~/sdbox"
+SCRIPT_USERDB_FIELDS = {"notify": "userdb_mailbox_list_index=yes"}
+"""Per-script userdb settings (passwd-file extra fields): Dovecot offers NOTIFY only with the
+mailbox list index, which changes other LIST answers (``\\UnMarked``), so only there."""
 
 DOVECOT_CONF = """\
 # Throwaway Dovecot 2.3 instance for the Columba transcript oracle.
@@ -116,6 +122,19 @@ service anvil {{
 }}
 service imap {{
   process_limit = 64
+}}
+
+# COMPRESS=DEFLATE (RFC 4978)
+protocol imap {{
+  mail_plugins = $mail_plugins imap_zlib
+}}
+
+# METADATA (RFC 5464) and URLAUTH (RFC 4467; its keys are mailbox attributes too)
+mail_attribute_dict = file:%h/dovecot-attributes
+imap_metadata = yes
+imap_urlauth_host = {urlauth_host}
+service imap-urlauth-login {{
+  chroot =
 }}
 """
 
@@ -222,7 +241,12 @@ def dovecot_instance(users: dict[str, tuple[str, str]]) -> Iterator[DovecotInsta
             (root / sub).mkdir(mode=0o755)
         _write_certificate(root / "tls" / "cert.pem", root / "tls" / "key.pem")
         passwd = root / "users"
-        passwd.write_text("".join(f"{u}:{p}::::::\n" for u, p in users.values()))
+        passwd.write_text(
+            "".join(
+                f"{u}:{p}::::::{SCRIPT_USERDB_FIELDS.get(script, '')}\n"
+                for script, (u, p) in users.items()
+            )
+        )
         passwd.chmod(0o600)
         if os.geteuid() == 0:
             internal = pwd.getpwnam(internal_user)
@@ -240,6 +264,7 @@ def dovecot_instance(users: dict[str, tuple[str, str]]) -> Iterator[DovecotInsta
                 mail_uid=mail_uid,
                 mail_gid=mail_gid,
                 mail_location=os.environ.get("COLUMBA_ORACLE_MAIL_LOCATION", MAIL_LOCATION),
+                urlauth_host=URLAUTH_HOST,
             )
         )
         proc = subprocess.Popen(

@@ -34,6 +34,11 @@ COLUMBA_ONLY: dict[str, str] = {
     "with [LIMIT] (quota plugin), not [TOOBIG]",
     "literal_limit": "Dovecot 2.3 answers an oversized literal with '* BYE Literal size too "
     "large' and disconnects; Columba answers BAD and keeps the connection (DESIGN §7)",
+    "imap4rev2": "Dovecot 2.3 has no IMAP4rev2 (RFC 9051: ENABLE IMAP4rev2, ESEARCH for "
+    "SEARCH, no \\Recent, LIST in SELECT, OLDNAME, HASCHILDREN)",
+    "utf8_accept": "Dovecot 2.3 has no UTF8=ACCEPT (RFC 6855)",
+    "context_sort": "Dovecot 2.3 has CONTEXT=SEARCH but not CONTEXT=SORT (RFC 5267: SORT "
+    "RETURN (UPDATE) with positions in ADDTO/REMOVEFROM)",
 }
 """Scripts the Dovecot oracle skips, with the reason (features Dovecot 2.3 lacks)."""
 

@@ -542,8 +542,77 @@ GOLDEN: list[tuple[bytes, ParserEvent]] = [
             ),
         ),
     ),
+    (
+        b"a NOTIFY SET STATUS (selected (MessageNew (UID FLAGS) messageexpunge)) "
+        b"(subtree (Lists INBOX) NONE) (personal (MailboxName))\r\n",
+        c.NotifyCommand(
+            tag="a",
+            name="NOTIFY",
+            status=True,
+            groups=(
+                c.NotifyEventGroup(
+                    filter="selected",
+                    events=(
+                        c.NotifyEvent(
+                            name="MessageNew",
+                            fetch_attributes=(FetchAttribute("UID"), FetchAttribute("FLAGS")),
+                        ),
+                        c.NotifyEvent(name="MessageExpunge"),
+                    ),
+                ),
+                c.NotifyEventGroup(filter="subtree", mailboxes=("Lists", "INBOX")),
+                c.NotifyEventGroup(filter="personal", events=(c.NotifyEvent(name="MailboxName"),)),
+            ),
+        ),
+    ),
+    (b"a notify none\r\n", c.NotifyCommand(tag="a", name="NOTIFY", none=True)),
     (b"a COMPRESS deflate\r\n", c.CompressCommand(tag="a", name="COMPRESS", algorithm="DEFLATE")),
     (b"a noop\n", c.NoopCommand(tag="a", name="NOOP")),  # bare LF is accepted
+    (b"a RESETKEY\r\n", c.ResetKeyCommand(tag="a", name="RESETKEY")),
+    (
+        b"a RESETKEY INBOX internal\r\n",
+        c.ResetKeyCommand(tag="a", name="RESETKEY", mailbox="INBOX", mechanisms=("INTERNAL",)),
+    ),
+    (
+        b'a GENURLAUTH "imap://u@h/INBOX/;UID=1;URLAUTH=anonymous" INTERNAL\r\n',
+        c.GenUrlAuthCommand(
+            tag="a",
+            name="GENURLAUTH",
+            requests=(("imap://u@h/INBOX/;UID=1;URLAUTH=anonymous", "INTERNAL"),),
+        ),
+    ),
+    (
+        b'a URLFETCH imap://u@h/X/;UID=1 ("imap://u@h/Y/;UID=2" BINARY BODYPARTSTRUCTURE)\r\n',
+        c.UrlFetchCommand(
+            tag="a",
+            name="URLFETCH",
+            urls=(
+                ("imap://u@h/X/;UID=1", ()),
+                ("imap://u@h/Y/;UID=2", ("BINARY", "BODYPARTSTRUCTURE")),
+            ),
+        ),
+    ),
+    (
+        b'a APPEND INBOX (\\Seen) CATENATE (URL "/INBOX/;UID=1" TEXT {3+}\r\nabc TEXT ~{1}\r\n'
+        b"\x00) {2}\r\nhi\r\n",
+        c.AppendCommand(
+            tag="a",
+            name="APPEND",
+            mailbox="INBOX",
+            messages=(
+                c.AppendMessage(
+                    index=0,
+                    flags=("\\Seen",),
+                    catenate=(
+                        c.CatenatePart(url="/INBOX/;UID=1"),
+                        c.CatenatePart(data=b"abc", size=3, stream_index=-1),
+                        c.CatenatePart(data=b"\x00", size=1, stream_index=-2, binary=True),
+                    ),
+                ),
+                c.AppendMessage(index=1, size=2, data=b"hi"),
+            ),
+        ),
+    ),
 ]
 
 

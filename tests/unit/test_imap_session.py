@@ -349,7 +349,7 @@ def test_misc_commands(tmp_path: Path) -> None:
             await c.line()
             assert _status(await c.cmd("SELECT INBOX")) == b"BAD Please authenticate first."
             await c.cmd(f"LOGIN {USER} {PASSWORD}")
-            lines = await c.cmd("ENABLE CONDSTORE")
+            lines = await c.cmd("ENABLE X-UNKNOWN")
             assert lines[0] == b"* ENABLED\r\n"
             assert _status(await c.cmd("CHECK")) == b"BAD No mailbox selected."
             lines = await c.cmd("EXAMINE INBOX")

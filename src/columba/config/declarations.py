@@ -505,6 +505,26 @@ SETTINGS: tuple[SettingDecl, ...] = (
     _s("mailbox_driver", T.STR, "", "Storage driver of this mailbox."),
     _s("mail_attribute_dict", T.STR, "", "Legacy dict URI of mail attributes."),
     _s("imap_metadata", T.BOOL, "no", "Enable IMAP METADATA."),
+    _s(
+        "imap_metadata_max_value_size",
+        T.SIZE,
+        "16K",
+        "Columba: largest METADATA entry value, [METADATA MAXSIZE] (0 = up to the literal limit).",
+    ),
+    _s(
+        "imap_metadata_max_entries",
+        T.UINT,
+        "1000",
+        "Columba: METADATA entries per mailbox and of the server, [METADATA TOOMANY] (0 = no limit).",
+    ),
+    _s(
+        "imap_metadata_private",
+        T.BOOL,
+        "yes",
+        "Columba: allow /private METADATA entries (no: SETMETADATA answers [METADATA NOPRIVATE]).",
+    ),
+    _s("mail_server_comment", T.STR, "", "Server comment: METADATA /shared/comment of the server."),
+    _s("mail_server_admin", T.STR, "", "Server administrator's URI: METADATA /shared/admin."),
     # --- obox, metacache, fs stack, dictmap
     _s("fs_driver", T.STR, "", "Driver of an fs layer (default: the fs filter's name)."),
     _s("fs_posix_prefix", T.STR, "", "Directory objects are stored in."),

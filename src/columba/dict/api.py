@@ -271,7 +271,7 @@ def register_dict(name: str) -> Callable[[_D], _D]:
 
 
 def _load_builtin_drivers() -> None:
-    from columba.dict import memory, postgresql, sqlite  # noqa: F401
+    from columba.dict import cassandra, memory, postgresql, sqlite  # noqa: F401
 
 
 def dict_drivers() -> list[str]:

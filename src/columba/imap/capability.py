@@ -24,17 +24,30 @@ _BASE = ("IMAP4rev1", "SASL-IR", "LOGIN-REFERRALS", "ID", "ENABLE", "IDLE")
 
 POST_LOGIN: tuple[str, ...] = (
     *_BASE,
+    "SORT",
+    "SORT=DISPLAY",
+    "THREAD=REFERENCES",
+    "THREAD=REFS",
+    "THREAD=ORDEREDSUBJECT",
     "MULTIAPPEND",
+    "URL-PARTIAL",
+    "CATENATE",
     "UNSELECT",
     "CHILDREN",
     "NAMESPACE",
     "UIDPLUS",
     "LIST-EXTENDED",
     "I18NLEVEL=1",
+    "CONDSTORE",
+    "QRESYNC",
     "ESEARCH",
+    "ESORT",
     "SEARCHRES",
     "WITHIN",
+    "CONTEXT=SEARCH",
+    "CONTEXT=SORT",
     "LIST-STATUS",
+    "BINARY",
     "MOVE",
     "SPECIAL-USE",
     "CREATE-SPECIAL-USE",
@@ -61,15 +74,38 @@ def pre_login(session: ImapSession) -> list[str]:
 
 
 def post_login(session: ImapSession) -> list[str]:
-    caps = [*POST_LOGIN, _literal(session)]
+    caps = [*POST_LOGIN, *_session_extensions(session), _literal(session), "NOTIFY"]
+    if session.settings.get_str("imap_urlauth_host"):
+        caps.extend(("URLAUTH", "URLAUTH=BINARY"))  # RFC 4467, RFC 5524 (Dovecot's place)
     limit = session.append_limit
     caps.append(f"APPENDLIMIT={limit}" if limit is not None else "APPENDLIMIT")
     return caps
 
 
+def _session_extensions(session: ImapSession) -> list[str]:
+    """``COMPRESS=DEFLATE`` (RFC 4978), and ``METADATA`` (RFC 5464; it includes
+    METADATA-SERVER, which is therefore not listed apart) with ``imap_metadata = yes``;
+    in Dovecot 2.4's order, before LITERAL+."""
+    caps = ["COMPRESS=DEFLATE"]
+    if session.settings.get_bool("imap_metadata"):
+        caps.append("METADATA")
+    return caps
+
+
+def _versions(session: ImapSession, caps: list[str]) -> list[str]:
+    """``IMAP4rev2`` (RFC 9051) after IMAP4rev1 with ``imap4rev2_enable = yes``;
+    ``UTF8=ACCEPT`` (RFC 6855) after login with ``mail_utf8_extensions = yes`` (Dovecot's
+    gate)."""
+    if session.settings.get_bool("imap4rev2_enable"):
+        caps.insert(caps.index("IMAP4rev1") + 1, "IMAP4rev2")
+    if session.logged_in and session.settings.get_bool("mail_utf8_extensions"):
+        caps.append("UTF8=ACCEPT")
+    return caps
+
+
 def capabilities(session: ImapSession) -> list[str]:
     """What ``CAPABILITY`` answers in the session's current state."""
-    return post_login(session) if session.logged_in else pre_login(session)
+    return _versions(session, post_login(session) if session.logged_in else pre_login(session))
 
 
 def capability_code(session: ImapSession) -> ResponseCode:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from columba.imap.cmd_binary import BinaryData, UnknownCte, binary_section, literal_prefix
+from columba.imap.condstore import enable_condstore, note_modseq, vanished_line
 from columba.imap.session import CommandError, ImapSession, Reply
 from columba.proto.imap import commands as c
 from columba.proto.imap.dates import format_datetime
 from columba.proto.imap.fetch import FetchAttribute, Section
 from columba.storage.api import MailboxView, MessageExpunged, MessageRecord, StoreMode
-from columba.storage.mime import ParsedMessage, decode_transfer
+from columba.storage.mime import ParsedMessage
 
 __all__ = ["fetch"]
 
@@ -75,20 +77,12 @@ def _part_bytes(parsed: ParsedMessage, raw: bytes | None, section: Section) -> b
     return parsed.section_bytes(raw, _section_spec(section)) or b""
 
 
-def _binary_bytes(parsed: ParsedMessage, raw: bytes, section: Section) -> bytes | None:
-    """Decoded content of a part (RFC 3516); None when its encoding is unknown."""
-    if not section.part:
-        return raw[: parsed.size]
-    part = parsed.part(list(section.part))
-    if part is None:
-        return b""
-    body = raw[part.body_start : part.body_end]
-    cte = (part.cte or b"").strip().lower()
-    if cte in (b"", b"7bit", b"8bit", b"binary"):
-        return body
-    if cte not in (b"base64", b"quoted-printable"):
-        return None
-    return decode_transfer(body, part.cte)
+def _binary_bytes(parsed: ParsedMessage, raw: bytes, section: Section) -> BinaryData:
+    """Decoded content of a part (RFC 3516, :mod:`.cmd_binary`); ``NO [UNKNOWN-CTE]``."""
+    try:
+        return binary_section(parsed, raw, tuple(section.part))
+    except UnknownCte:
+        raise CommandError("NO", "Unknown Content-Transfer-Encoding.", "UNKNOWN-CTE") from None
 
 
 async def fetch(session: ImapSession, cmd: c.FetchCommand) -> Reply:
@@ -101,9 +95,12 @@ async def fetch(session: ImapSession, cmd: c.FetchCommand) -> Reply:
             raise CommandError("BAD", "PREVIEW is not supported.")
     if cmd.uid and not any(a.name == "UID" for a in atts):
         atts.insert(0, FetchAttribute("UID"))
+    if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
+        pairs = await _condstore_fetch(session, cmd, pairs, atts)
     need_parsed, need_raw = _needs(atts)
     sets_seen = not sel.readonly and any(a.sets_seen for a in atts)
     wants_flags = any(a.name == "FLAGS" for a in atts)
+    wants_modseq = any(a.name == "MODSEQ" for a in atts)
     missing = False
     for start in range(0, len(pairs), BATCH):
         chunk = pairs[start : start + BATCH]
@@ -142,11 +139,43 @@ async def fetch(session: ImapSession, cmd: c.FetchCommand) -> Reply:
                     raw=raw,
                     atts=atts,
                     add_flags=uid in seen_changed and not wants_flags,
+                    add_modseq=uid in seen_changed and session.condstore and not wants_modseq,
                 )
                 session.counters["fetched"] += 1
     if missing:
         return Reply("NO", "Some messages were expunged.", "EXPUNGEISSUED")
     return Reply("OK", "Fetch completed.")
+
+
+async def _condstore_fetch(
+    session: ImapSession,
+    cmd: c.FetchCommand,
+    pairs: list[tuple[int, int]],
+    atts: list[FetchAttribute],
+) -> list[tuple[int, int]]:
+    """RFC 7162: MODSEQ and CHANGEDSINCE enable CONDSTORE; CHANGEDSINCE keeps the messages
+    changed since then and adds MODSEQ to the items; VANISHED (UID FETCH, QRESYNC) first
+    answers ``* VANISHED (EARLIER)`` with the UIDs of the set expunged since then."""
+    if cmd.vanished and not session.qresync:
+        raise CommandError("BAD", "QRESYNC not enabled.")
+    enable_condstore(session)
+    since = cmd.changedsince
+    if since is None:
+        return pairs
+    if not any(a.name == "MODSEQ" for a in atts):
+        atts.append(FetchAttribute("MODSEQ"))
+    sel = session.require_selected()
+    if cmd.vanished:
+        largest = max(sel.view.uidnext - 1, sel.uids[-1] if sel.uids else 0, 1)
+        shown = set(sel.uids)
+        gone = [
+            u
+            for u in await sel.view.vanished_since(since)
+            if cmd.sequence_set.contains(u, largest) and u not in shown
+        ]
+        session.write(vanished_line(gone, earlier=True))
+    modseqs = {r.uid: r.modseq for r in sel.view.records(u for _, u in pairs)}
+    return [(s, u) for s, u in pairs if modseqs.get(u, since + 1) > since]
 
 
 async def _read(view: MailboxView, uid: int) -> bytes | None:
@@ -165,6 +194,7 @@ async def _write_message(
     raw: bytes | None,
     atts: Sequence[FetchAttribute],
     add_flags: bool,
+    add_modseq: bool = False,
 ) -> None:
     """``* seq FETCH (...)``: small items are joined; literals are sent as they come."""
     pieces: list[bytes | tuple[bytes, bytes]] = []
@@ -179,20 +209,13 @@ async def _write_message(
             elif name == "BINARY.SIZE":
                 assert raw is not None
                 decoded = _binary_bytes(parsed, raw, att.section)
-                if decoded is None:
-                    raise CommandError("NO", "Unknown Content-Transfer-Encoding.", "UNKNOWN-CTE")
-                pieces.append(head + b" " + str(len(decoded)).encode())
+                pieces.append(head + b" " + str(len(decoded.data)).encode())
             else:  # BINARY
                 assert raw is not None
                 decoded = _binary_bytes(parsed, raw, att.section)
-                if decoded is None:
-                    raise CommandError("NO", "Unknown Content-Transfer-Encoding.", "UNKNOWN-CTE")
-                data = _partial(decoded, att.partial)
-                binary = b"\x00" in data
-                marker = b"~" if binary else b""
-                pieces.append(
-                    head + b" " + marker + b"{" + str(len(data)).encode() + b"}\r\n" + data
-                )
+                data = _partial(decoded.data, att.partial)
+                prefix = literal_prefix(data, decoded.converted or b"\x00" in data)
+                pieces.append(head + b" " + prefix + data)
             continue
         if name == "UID":
             pieces.append(b"UID %d" % record.uid)
@@ -221,6 +244,7 @@ async def _write_message(
             assert raw is not None and parsed is not None
             pieces.append((b"RFC822.TEXT", raw[len(parsed.header_bytes) :]))
         elif name == "MODSEQ":
+            note_modseq(session.selected, record.modseq)
             pieces.append(b"MODSEQ (%d)" % record.modseq)
         elif name == "EMAILID":
             pieces.append(b"EMAILID (" + record.guid.encode("ascii", "replace") + b")")
@@ -235,6 +259,9 @@ async def _write_message(
             raise CommandError("BAD", f"Unsupported FETCH item {name}.")
     if add_flags:
         pieces.append(b"FLAGS " + session.flags_of(record))
+    if add_modseq:  # RFC 7162 §3.1: a FETCH that set \\Seen reports the new MODSEQ
+        note_modseq(session.selected, record.modseq)
+        pieces.append(b"MODSEQ (%d)" % record.modseq)
     await session.send(b"* %d FETCH (" % seq)
     first = True
     for piece in pieces:

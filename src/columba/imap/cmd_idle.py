@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from columba.imap.condstore import highestmodseq_due
 from columba.imap.session import ConnectionDone, ImapSession, Reply
 from columba.proto.imap import commands as c
 from columba.proto.imap.events import IdleDone, ParserEvent, ProtocolError
-from columba.proto.imap.response import continuation
+from columba.proto.imap.response import ResponseCode, continuation
 
 __all__ = ["idle"]
 
@@ -24,6 +25,7 @@ async def idle(session: ImapSession, cmd: c.IdleCommand) -> Reply:
     session.push_events(session.parser.expect_idle_done())
     if session.selected is not None:
         await session.notify_changes(allow_expunges=True)
+        _announce_highestmodseq(session)
     await session.flush()
     loop = asyncio.get_running_loop()
     keepalive_at = loop.time() + session.idle_notify_interval
@@ -62,6 +64,7 @@ async def idle(session: ImapSession, cmd: c.IdleCommand) -> Reply:
             waiter = None
             if changed and session.selected is not None:
                 await session.notify_changes(allow_expunges=True)
+                _announce_highestmodseq(session)
                 await session.flush()
             if loop.time() >= keepalive_at:
                 session.untagged_ok("Still here")
@@ -73,6 +76,14 @@ async def idle(session: ImapSession, cmd: c.IdleCommand) -> Reply:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+
+def _announce_highestmodseq(session: ImapSession) -> None:
+    """QRESYNC: ``* OK [HIGHESTMODSEQ n]`` after changes the client can't learn it from
+    (there is no tagged reply to carry it while idling)."""
+    modseq = highestmodseq_due(session)
+    if modseq is not None:
+        session.untagged_ok("Highest", ResponseCode("HIGHESTMODSEQ", modseq))
 
 
 async def _sleep_false(seconds: float) -> bool:

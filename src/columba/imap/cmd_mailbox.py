@@ -10,7 +10,9 @@ LIST patterns are matched here (the storage returns every mailbox): ``*`` matche
 from __future__ import annotations
 
 import re
+import unicodedata
 
+from columba.imap import condstore
 from columba.imap.session import CommandError, ImapSession, Reply, SelectedMailbox, State
 from columba.proto.imap import commands as c
 from columba.proto.imap.lexer import normalize_mailbox
@@ -21,6 +23,7 @@ from columba.proto.imap.response import (
     encode_mailbox,
     encode_string,
 )
+from columba.storage import names
 from columba.storage.api import (
     SPECIAL_USE_FLAGS,
     SYSTEM_FLAGS,
@@ -53,8 +56,16 @@ _FLAG_ORDER = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 async def select(session: ImapSession, cmd: c.SelectCommand) -> Reply:
     user = session.require_user()
-    await session.close_mailbox()
-    view = await user.open_mailbox(cmd.mailbox, readonly=cmd.readonly)
+    if session.selected is not None:
+        await session.close_mailbox()
+        # RFC 7162 §3.2.11, RFC 9051 §7.1: the previous mailbox is closed first
+        session.untagged_ok("Previous mailbox closed.", "CLOSED")
+    if cmd.qresync is not None and not session.qresync:
+        raise CommandError("BAD", "QRESYNC not enabled.")
+    if cmd.condstore:
+        condstore.enable_condstore(session)
+    name = _given_name(session, cmd.mailbox)
+    view = await user.open_mailbox(name, readonly=cmd.readonly)
     sel = SelectedMailbox(view, cmd.readonly, list(view.uids()))
     session.selected = sel
     session.state = State.SELECTED
@@ -69,14 +80,23 @@ async def select(session: ImapSession, cmd: c.SelectCommand) -> Reply:
         permanent = [Atom(f) for f in (*flags, "\\*")]
         session.untagged_ok("Flags permitted.", ResponseCode("PERMANENTFLAGS", permanent))
     session.write(b"* %d EXISTS\r\n" % sel.exists)
-    session.write(b"* %d RECENT\r\n" % len(view.recent_uids()))
-    for seq, record in enumerate(view.records(sel.uids), start=1):
-        if "\\Seen" not in record.flags:
-            session.untagged_ok("First unseen.", ResponseCode("UNSEEN", seq))
-            break
+    if not session.rev2:  # RFC 9051 has neither RECENT nor the UNSEEN response code
+        session.write(b"* %d RECENT\r\n" % len(view.recent_uids()))
+        for seq, record in enumerate(view.records(sel.uids), start=1):
+            if "\\Seen" not in record.flags:
+                session.untagged_ok("First unseen.", ResponseCode("UNSEEN", seq))
+                break
     session.untagged_ok("UIDs valid", ResponseCode("UIDVALIDITY", view.uidvalidity))
     session.untagged_ok("Predicted next UID", ResponseCode("UIDNEXT", view.uidnext))
+    # obox keeps modseqs for every mailbox: HIGHESTMODSEQ always, NOMODSEQ never (RFC 7162)
+    session.untagged_ok("Highest", ResponseCode("HIGHESTMODSEQ", view.highestmodseq))
+    condstore.mark_announced(sel)
     session.untagged_ok("Ok", ResponseCode("MAILBOXID", [Atom(view.guid)]))
+    if session.rev2:  # RFC 9051 §6.3.2: the mailbox's LIST response (OLDNAME if normalised)
+        old = cmd.mailbox if name != cmd.mailbox else None
+        session.write(_list_line(view.name, user.separator, old=old))
+    if cmd.qresync is not None and cmd.qresync.uidvalidity == view.uidvalidity:
+        await condstore.qresync_select(session, sel, cmd.qresync)
     code = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     return Reply("OK", ("Examine" if cmd.readonly else "Select") + " completed.", code)
 
@@ -106,16 +126,65 @@ def _strip_separator(name: str, sep: str) -> str:
     return name[:-1] if len(name) > 1 and name.endswith(sep) else name
 
 
+_NOT_IN_NAMES = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""RFC 9051 §5.1: no control characters (C0, DEL, C1), U+2028 or U+2029 in mailbox names."""
+
+
+def _new_name(name: str) -> str:
+    """A name about to be created (CREATE, RENAME's target): Net-Unicode (RFC 5198, NFC) is
+    what is stored, control characters are refused with ``NO [CANNOT]`` (RFC 9051 §5.1,
+    §6.3.4)."""
+    if _NOT_IN_NAMES.search(name):
+        raise CommandError("NO", "Mailbox name contains control characters.", "CANNOT")
+    name = unicodedata.normalize("NFC", name)
+    parts = name.split(names.SEPARATOR)
+    if (
+        len(name.encode("utf-8", "surrogatepass")) > names.MAX_NAME_BYTES
+        or len(parts) > names.MAX_LEVELS
+        or any(len(p.encode("utf-8", "surrogatepass")) > names.MAX_COMPONENT_BYTES for p in parts)
+    ):
+        raise CommandError("NO", "Mailbox name is too long.", "LIMIT")  # RFC 9051 §7.1
+    return name
+
+
+def _given_name(session: ImapSession, name: str) -> str:
+    """An existing mailbox's name as given: with UTF-8 names (UTF8=ACCEPT, IMAP4rev2) a
+    denormalised name means its NFC form, the only form CREATE and RENAME store."""
+    return unicodedata.normalize("NFC", name) if session.utf8 else name
+
+
+def _list_line(name: str, sep: str, *, flags: tuple[str, ...] = (), old: str | None) -> bytes:
+    """``* LIST (flags) sep name``, with RFC 9051 §6.3.9.7 ``("OLDNAME" (old))`` when the
+    server normalised the name the client gave."""
+    line = b"* LIST " + encode_flags(list(flags)) + b" " + encode_string(sep) + b" "
+    line += encode_mailbox(name, utf8=True)
+    if old is not None:
+        line += b' ("OLDNAME" (' + encode_mailbox(old, utf8=True) + b"))"
+    return line + b"\r\n"
+
+
+def _announce_normalised(
+    session: ImapSession, given: str, name: str, sep: str, flags: tuple[str, ...] = ()
+) -> None:
+    """RFC 9051 §6.3.4-§6.3.6: a name the server normalised is announced by an untagged
+    LIST with OLDNAME (the name as given); IMAP4rev2 sessions only (OLDNAME is not in
+    IMAP4rev1 without NOTIFY)."""
+    if session.rev2 and given != name:
+        session.write(_list_line(name, sep, flags=flags, old=given))
+
+
 async def create(session: ImapSession, cmd: c.CreateCommand) -> Reply:
     user = session.require_user()
-    name = _strip_separator(cmd.mailbox, user.separator)
-    if not name:
+    given = _strip_separator(cmd.mailbox, user.separator)
+    if not given:
         return Reply("NO", "Invalid mailbox name.", "CANNOT")
+    name = _new_name(given)
     uses = frozenset(cmd.special_use)
     unknown = [u for u in uses if u not in SPECIAL_USE_FLAGS]
     if unknown:
         return Reply("NO", f"Unsupported special-use attribute {unknown[0]}.", "USEATTR")
     await user.create_mailbox(name, uses)
+    _announce_normalised(session, given, name, user.separator)
     # RFC 8474 §4.1: the tagged OK of CREATE carries the new mailbox's MAILBOXID.
     status = await user.status(name)
     return Reply("OK", "Create completed.", ResponseCode("MAILBOXID", [Atom(status.mailboxid)]))
@@ -123,9 +192,17 @@ async def create(session: ImapSession, cmd: c.CreateCommand) -> Reply:
 
 async def delete(session: ImapSession, cmd: c.DeleteCommand) -> Reply:
     user = session.require_user()
-    name = _strip_separator(cmd.mailbox, user.separator)
+    given = _strip_separator(cmd.mailbox, user.separator)
+    name = _given_name(session, given)
     sel = session.selected
-    await user.delete_mailbox(name)
+    try:
+        await user.delete_mailbox(name)
+    except StorageError as exc:
+        if exc.imap_code == "NONEXISTENT" and await _has_children(user, name):
+            # RFC 9051 §6.3.5: a \Noselect name with inferiors can't be deleted
+            return Reply("NO", "Mailbox has children, delete them first.", "HASCHILDREN")
+        raise
+    _announce_normalised(session, given, name, user.separator, ("\\NonExistent",))
     if sel is not None and sel.view.name == normalize_mailbox(name, user.separator):
         await session.close_mailbox()
     return Reply("OK", "Delete completed.")
@@ -134,10 +211,17 @@ async def delete(session: ImapSession, cmd: c.DeleteCommand) -> Reply:
 async def rename(session: ImapSession, cmd: c.RenameCommand) -> Reply:
     user = session.require_user()
     sep = user.separator
-    old = _strip_separator(cmd.mailbox, sep)
-    new = _strip_separator(cmd.new_mailbox, sep)
+    old = _given_name(session, _strip_separator(cmd.mailbox, sep))
+    given = _strip_separator(cmd.new_mailbox, sep)
+    new = _new_name(given)
     await user.rename_mailbox(old, new)
+    _announce_normalised(session, given, new, sep)
     return Reply("OK", "Rename completed.")
+
+
+async def _has_children(user: MailUser, name: str) -> bool:
+    prefix = normalize_mailbox(name, user.separator) + user.separator
+    return any(b.exists and b.name.startswith(prefix) for b in await user.list_mailboxes())
 
 
 async def subscribe(session: ImapSession, cmd: c.SubscribeCommand) -> Reply:
@@ -162,6 +246,8 @@ def status_items(session: ImapSession, st: MailboxStatus, items: tuple[str, ...]
         if item == "MESSAGES":
             value = st.messages
         elif item == "RECENT":
+            if session.rev2:  # RFC 9051 has no RECENT
+                raise CommandError("BAD", "Unknown STATUS item RECENT.")
             value = st.recent
         elif item == "UIDNEXT":
             value = st.uidnext
@@ -174,6 +260,7 @@ def status_items(session: ImapSession, st: MailboxStatus, items: tuple[str, ...]
         elif item == "SIZE":
             value = st.size
         elif item == "HIGHESTMODSEQ":
+            condstore.enable_condstore(session)  # a CONDSTORE enabling command (RFC 7162)
             value = st.highestmodseq
         elif item == "APPENDLIMIT":
             value = session.append_limit
@@ -201,10 +288,15 @@ def _status_line(session: ImapSession, name: str, values: list[object]) -> bytes
 
 async def status(session: ImapSession, cmd: c.StatusCommand) -> Reply:
     user = session.require_user()
-    name = _strip_separator(cmd.mailbox, user.separator)
+    name = _given_name(session, _strip_separator(cmd.mailbox, user.separator))
     st = await user.status(name)
     values = status_items(session, st, cmd.items)
-    session.write(_status_line(session, st_name(name, user), values))
+    shown = st_name(name, user)
+    session.write(_status_line(session, shown, values))
+    if session.selected is not None and session.selected.view.name == shown:
+        # RFC 9051 §6.3.11: clients SHOULD NOT ask STATUS of the selected mailbox (Dovecot's
+        # answer; RFC 5530 CLIENTBUG)
+        return Reply("OK", "Status on selected mailbox completed.", "CLIENTBUG")
     return Reply("OK", "Status completed.")
 
 
@@ -316,7 +408,8 @@ async def list_command(session: ImapSession, cmd: c.ListCommand) -> Reply:
             continue
         flags: list[str] = []
         if not box.exists:
-            flags.append("\\NonExistent" if cmd.extended else "\\Noselect")
+            # RFC 5258, RFC 9051 §7.3.1: \NonExistent (which implies \Noselect)
+            flags.append("\\NonExistent" if cmd.extended or session.rev2 else "\\Noselect")
         elif not box.selectable:
             flags.append("\\Noselect")
         if show_subscribed and box.subscribed:

@@ -10,8 +10,9 @@ from columba.proto.imap.response import bye, encode_list, encode_string
 
 __all__ = ["capability", "check", "enable", "id_command", "logout", "namespace", "noop"]
 
-ENABLEABLE: frozenset[str] = frozenset()
-"""Extensions ENABLE can turn on (none of the advertised ones needs it)."""
+ENABLEABLE: frozenset[str] = frozenset({"CONDSTORE", "QRESYNC"})
+"""Extensions ENABLE can always turn on; UTF8=ACCEPT (RFC 6855) and IMAP4rev2 (RFC 9051)
+only when advertised (``mail_utf8_extensions``, ``imap4rev2_enable``)."""
 
 SERVER_ID: tuple[tuple[str, str], ...] = (("name", "Columba"),)
 
@@ -31,6 +32,8 @@ async def noop(session: ImapSession, cmd: c.NoopCommand) -> Reply:
 
 
 async def check(session: ImapSession, cmd: c.CheckCommand) -> Reply:
+    if session.rev2:  # RFC 9051 Appendix E: CHECK was removed (NOOP does its work)
+        return Reply("BAD", "Unknown command CHECK.")
     return Reply("OK", "Check completed.")
 
 
@@ -53,9 +56,38 @@ async def id_command(session: ImapSession, cmd: c.IdCommand) -> Reply:
     return Reply("OK", "ID completed.")
 
 
+def enableable(session: ImapSession) -> frozenset[str]:
+    """The (upper-case) names ENABLE accepts in this session."""
+    names = set(ENABLEABLE)
+    if session.settings.get_bool("mail_utf8_extensions"):
+        names.add("UTF8=ACCEPT")
+    if session.settings.get_bool("imap4rev2_enable"):
+        names.add("IMAP4REV2")
+    return frozenset(names)
+
+
+_ENABLED_NAMES = {"IMAP4REV2": "IMAP4rev2"}
+
+
 async def enable(session: ImapSession, cmd: c.EnableCommand) -> Reply:
-    done = [cap for cap in cmd.capabilities if cap in ENABLEABLE and cap not in session.enabled]
-    session.enabled.update(done)
+    from columba.imap.condstore import enable_condstore, enable_qresync
+
+    allowed = enableable(session)
+    done: list[str] = []
+    for cap in cmd.capabilities:
+        if cap not in allowed or cap in session.enabled:
+            continue
+        if cap == "CONDSTORE":
+            enable_condstore(session)
+        elif cap == "QRESYNC":
+            enable_qresync(session)
+        else:
+            session.enabled.add(cap)
+        done.append(_ENABLED_NAMES.get(cap, cap))
+    if session.utf8:
+        # UTF8=ACCEPT / IMAP4rev2: mailbox names are UTF-8 from the next command on (the
+        # parser paused after this command; the session resumes it)
+        session.parser.utf8 = True
     session.write(("* ENABLED" + "".join(" " + cap for cap in done) + "\r\n").encode("ascii"))
     return Reply("OK", "Enabled.")
 

@@ -13,11 +13,13 @@ codec (``NO [BADCHARSET (UTF-8 US-ASCII)]`` for others).
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import datetime as _dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from columba.imap.condstore import enable_condstore, uses_modseq
 from columba.imap.session import CommandError, ImapSession, Reply
 from columba.proto.imap import commands as c
 from columba.proto.imap.search import (
@@ -42,7 +44,15 @@ from columba.proto.imap.sequence import SequenceSet
 from columba.storage.api import MessageExpunged, MessageRecord
 from columba.storage.mime import ParsedMessage, decode_rfc2047
 
-__all__ = ["evaluate", "search"]
+__all__ = [
+    "esearch_line",
+    "evaluate",
+    "freeze_sets",
+    "match_uids",
+    "partial_slice",
+    "saved_result",
+    "search",
+]
 
 BATCH = 512
 
@@ -74,6 +84,11 @@ def _walk(key: SearchKey) -> Iterable[SearchKey]:
             stack.extend((k.left, k.right))
         elif isinstance(k, SearchNot | SearchFuzzy):
             stack.append(k.key)
+
+
+def uses_recent(key: SearchKey) -> bool:
+    """Whether *key* names \\Recent (the NEW, OLD and RECENT keys)."""
+    return any(isinstance(k, SearchFlag) and k.flag == "\\Recent" for k in _walk(key))
 
 
 def _needs(key: SearchKey) -> tuple[bool, bool]:
@@ -223,6 +238,9 @@ def _uids_in(uids: list[int], lo: int, hi: int) -> list[int]:
 
 async def run_search(session: ImapSession, key: SearchKey) -> list[tuple[int, int]]:
     """``(seq, uid)`` of every matching message, ascending."""
+    if session.rev2 and uses_recent(key):
+        # RFC 9051 §6.4.4 / Appendix E: no \Recent, so no NEW, OLD or RECENT search keys
+        raise CommandError("BAD", "Unknown search key (NEW, OLD and RECENT aren't in IMAP4rev2).")
     sel = session.require_selected()
     view = sel.view
     ctx = _Context(
@@ -234,6 +252,8 @@ async def run_search(session: ImapSession, key: SearchKey) -> list[tuple[int, in
     matches: list[tuple[int, int]] = []
     uids = sel.uids
     for start in range(0, len(uids), BATCH):
+        if start:
+            await asyncio.sleep(0)  # let other sessions of the worker run between batches
         chunk = uids[start : start + BATCH]
         records = {r.uid: r for r in view.records(chunk)}
         parsed_map: dict[int, ParsedMessage] = {}
@@ -259,6 +279,14 @@ async def run_search(session: ImapSession, key: SearchKey) -> list[tuple[int, in
 async def search(session: ImapSession, cmd: c.SearchCommand) -> Reply:
     options = cmd.return_options
     saving = options is not None and "SAVE" in options
+    updating = options is not None and "UPDATE" in options
+    if updating:
+        from columba.imap.search_context import check_new_update
+
+        check_new_update(session, cmd.tag)
+    with_modseq = uses_modseq(cmd.criteria)
+    if with_modseq:
+        enable_condstore(session)  # a CONDSTORE enabling command (RFC 7162 §3.1)
     try:
         matches = await run_search(session, cmd.criteria)
     except Exception:
@@ -266,33 +294,170 @@ async def search(session: ImapSession, cmd: c.SearchCommand) -> Reply:
             session.searchres = []
         raise
     numbers = [u if cmd.uid else s for s, u in matches]
+    if options is None and session.rev2:
+        options = ()  # RFC 9051 §6.4.4: no RETURN is RETURN (ALL), answered by ESEARCH
     if options is None:
-        session.write(("* SEARCH" + "".join(f" {n}" for n in numbers) + "\r\n").encode("ascii"))
+        tail = _modseq_tail(session, matches, None) if with_modseq else ""
+        line = "* SEARCH" + "".join(f" {n}" for n in numbers) + (f" ({tail})" if tail else "")
+        session.write((line + "\r\n").encode("ascii"))
         return Reply("OK", "Search completed.")
-    opts = set(options) or {"ALL"}
+    opts = set(options) - {"CONTEXT"}
+    if not opts:
+        opts = {"ALL"}
     if saving:
-        wanted = opts & {"MIN", "MAX"}
-        if wanted and not opts & {"ALL", "COUNT"}:
-            chosen: list[int] = []
-            if matches and "MIN" in wanted:
-                chosen.append(matches[0][1])
-            if matches and "MAX" in wanted:
-                chosen.append(matches[-1][1])
-            session.searchres = sorted(set(chosen))
-        else:
-            session.searchres = [u for _, u in matches]
-        if opts == {"SAVE"}:
-            return Reply("OK", "Search completed.")
-    parts = [f'* ESEARCH (TAG "{cmd.tag}")']
-    if cmd.uid:
+        session.searchres = sorted(saved_result(opts, cmd.partial, [u for _, u in matches]))
+    if opts != {"SAVE"}:
+        answer = esearch_line(cmd.tag, cmd.uid, opts, cmd.partial, numbers)
+        tail = _modseq_tail(session, matches, opts) if with_modseq else ""
+        if tail:
+            answer = answer[:-2] + b" " + tail.encode("ascii") + b"\r\n"
+        session.write(answer)
+    if updating:
+        from columba.imap.search_context import register
+
+        await register(session, cmd.tag, uid=cmd.uid, key=cmd.criteria, spec=None, result=matches)
+    return Reply("OK", "Search completed.")
+
+
+def _modseq_tail(
+    session: ImapSession, matches: list[tuple[int, int]], opts: set[str] | None
+) -> str:
+    """RFC 7162 §3.1.5: ``MODSEQ n``, the highest mod-sequence of the messages returned (of
+    MIN/MAX alone when only those are asked); empty when nothing matched."""
+    uids = [u for _, u in matches]
+    if opts is not None and uids and not opts & {"ALL", "COUNT"} and opts & {"MIN", "MAX"}:
+        uids = ([uids[0]] if "MIN" in opts else []) + ([uids[-1]] if "MAX" in opts else [])
+    records = session.require_selected().view.records(uids)
+    if not records:
+        return ""
+    return f"MODSEQ {max(r.modseq for r in records)}"
+
+
+# -- ESEARCH encoding shared by SEARCH and SORT (RFC 4731, RFC 5267, RFC 9394) ----------------
+
+
+def partial_slice(partial: tuple[int, int], items: Sequence[int]) -> list[int]:
+    """The results a PARTIAL range selects: ``(1, 100)`` the first hundred, ``(-1, -100)``
+    the last hundred (in the results' own order)."""
+    lo, hi = partial
+    count = len(items)
+    if lo > 0:
+        return list(items[lo - 1 : hi])
+    start = max(count + hi, 0)
+    end = count + lo + 1
+    return list(items[start:end]) if end > 0 else []
+
+
+def ordered_set(numbers: Sequence[int]) -> str:
+    """Numbers in the given order as a sequence set; only ascending runs become ranges
+    (RFC 5267 §3.2: ``2:5,1``)."""
+    out: list[str] = []
+    i = 0
+    count = len(numbers)
+    while i < count:
+        j = i
+        while j + 1 < count and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        out.append(f"{numbers[i]}:{numbers[j]}" if j > i else str(numbers[i]))
+        i = j + 1
+    return ",".join(out)
+
+
+def saved_result(opts: set[str], partial: tuple[int, int] | None, uids: Sequence[int]) -> list[int]:
+    """What ``RETURN (SAVE ...)`` saves as ``$`` (RFC 5182, RFC 9394 §3.2): everything, or
+    with MIN/MAX (and no ALL/COUNT) only those, or with PARTIAL (no COUNT) the partial
+    results plus MIN/MAX. *uids* are in result order (mailbox or sort order)."""
+    if "ALL" in opts or "COUNT" in opts or not uids:
+        return list(uids)
+    chosen: list[int] = []
+    if partial is not None:
+        chosen.extend(partial_slice(partial, uids))
+    elif not opts & {"MIN", "MAX"}:
+        return list(uids)
+    if "MIN" in opts:
+        chosen.append(uids[0])
+    if "MAX" in opts:
+        chosen.append(uids[-1])
+    return list(dict.fromkeys(chosen))
+
+
+def esearch_line(
+    tag: str,
+    uid: bool,
+    opts: set[str],
+    partial: tuple[int, int] | None,
+    numbers: Sequence[int],
+    *,
+    sorted_order: bool = False,
+) -> bytes:
+    """``* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [ALL set] [PARTIAL (range set)] [COUNT n]``.
+    For SORT (*sorted_order*) MIN/MAX are the first/last sorted results and sets keep the
+    sort order."""
+    parts = [f'* ESEARCH (TAG "{tag}")']
+    if uid:
         parts.append("UID")
     if numbers and "MIN" in opts:
         parts.append(f"MIN {numbers[0]}")
     if numbers and "MAX" in opts:
         parts.append(f"MAX {numbers[-1]}")
     if numbers and "ALL" in opts:
-        parts.append(f"ALL {SequenceSet.of(*numbers)}")
+        parts.append(f"ALL {ordered_set(numbers) if sorted_order else SequenceSet.of(*numbers)}")
+    if partial is not None:
+        lo, hi = partial
+        page = partial_slice(partial, numbers)
+        if not page:
+            shown = "NIL"
+        else:
+            shown = ordered_set(page) if sorted_order else str(SequenceSet.of(*page))
+        parts.append(f"PARTIAL ({lo}:{hi} {shown})")
     if "COUNT" in opts:
         parts.append(f"COUNT {len(numbers)}")
-    session.write((" ".join(parts) + "\r\n").encode("ascii"))
-    return Reply("OK", "Search completed.")
+    return (" ".join(parts) + "\r\n").encode("ascii")
+
+
+# -- evaluation of a few messages (CONTEXT=SEARCH updates) -----------------------------------
+
+
+def freeze_sets(session: ImapSession, key: SearchKey) -> dict[int, frozenset[int]]:
+    """The sequence-set keys of *key* resolved to UIDs now (RFC 5267 evaluates message
+    numbers and ``$`` when the searching command runs); use with :func:`match_uids`."""
+    sel = session.require_selected()
+    out: dict[int, frozenset[int]] = {}
+    for ident, numbers in _resolve_sets(session, key).items():
+        out[ident] = numbers
+    for k in _walk(key):
+        if isinstance(k, SearchSequence) and not (k.uid or k.sequence_set.saved):
+            out[id(k)] = frozenset(sel.uids[n - 1] for n in out[id(k)] if n <= len(sel.uids))
+    return out
+
+
+async def match_uids(
+    session: ImapSession, key: SearchKey, uids: Sequence[int], sets: dict[int, frozenset[int]]
+) -> list[int]:
+    """Which of *uids* (ascending, in the view) match *key*, with sequence sets frozen by
+    :func:`freeze_sets`."""
+    sel = session.require_selected()
+    view = sel.view
+    ctx = _Context(recent=view.recent_uids(), sets=sets, now=_dt.datetime.now(_dt.UTC))
+    need_parsed, need_raw = _needs(key)
+    out: list[int] = []
+    for start in range(0, len(uids), BATCH):
+        if start:
+            await asyncio.sleep(0)
+        records = view.records(uids[start : start + BATCH])
+        parsed_map: dict[int, ParsedMessage] = {}
+        if need_parsed and records:
+            parsed_map = await view.parsed_many([r.uid for r in records])
+        for record in records:
+            # sequence-number keys were frozen to UIDs: evaluate with seq = uid
+            m = _Message(seq=record.uid, record=record, parsed=parsed_map.get(record.uid))
+            if need_parsed and m.parsed is None:
+                continue
+            if need_raw:
+                try:
+                    m.raw = await view.read_message(record.uid)
+                except MessageExpunged:
+                    continue
+            if evaluate(key, m, ctx):
+                out.append(record.uid)
+    return out

@@ -8,6 +8,7 @@ announced by the sync after the command; expunges wait (RFC 3501 §7.4.1).
 
 from __future__ import annotations
 
+from columba.imap.condstore import enable_condstore
 from columba.imap.session import CommandError, ImapSession, Reply
 from columba.proto.imap import commands as c
 from columba.proto.imap.response import Atom, ResponseCode
@@ -30,6 +31,8 @@ async def store(session: ImapSession, cmd: c.StoreCommand) -> Reply:
             raise CommandError("BAD", "Invalid system flag \\Recent.")
         if not flag.startswith("\\") and len(flag) > MAX_KEYWORD_LENGTH:
             raise CommandError("BAD", "Keyword is too long.")
+    if cmd.unchangedsince is not None:
+        enable_condstore(session)  # a CONDSTORE enabling command (RFC 7162 §3.1)
     if not pairs:
         return Reply("OK", "Store completed.")
     seq_of = {u: s for s, u in pairs}
@@ -44,11 +47,14 @@ async def store(session: ImapSession, cmd: c.StoreCommand) -> Reply:
         records: dict[int, MessageRecord] = {r.uid: r for r in result.unchanged}
         records.update((r.uid, r) for r in result.updated)
         for uid in sorted(records):
-            line = b"* %d FETCH (" % seq_of[uid]
-            if cmd.uid:
-                line += b"UID %d " % uid
+            line = b"* %d FETCH (" % seq_of[uid] + session.fetch_ids(records[uid], uid=cmd.uid)
             line += b"FLAGS " + session.flags_of(records[uid]) + b")\r\n"
             await session.send(line)
+    elif session.condstore:
+        # RFC 7162 §3.2: even .SILENT reports the new MODSEQ of each changed message
+        for record in sorted(result.updated, key=lambda r: r.uid):
+            ids = session.fetch_ids(record, uid=cmd.uid).rstrip(b" ")
+            await session.send(b"* %d FETCH (%s)\r\n" % (seq_of[record.uid], ids))
     if result.failed:
         if cmd.uid:
             failed = SequenceSet.of(*result.failed)

@@ -10,11 +10,17 @@ from columba.imap import (
     cmd_copy,
     cmd_expunge,
     cmd_fetch,
-    cmd_idle,
     cmd_mailbox,
+    cmd_metadata,
     cmd_misc,
+    cmd_notify,
     cmd_search,
+    cmd_sort,
     cmd_store,
+    cmd_thread,
+    cmd_urlauth,
+    compress,
+    search_context,
 )
 from columba.imap.session import CommandSpec, State, install_commands
 from columba.proto.imap import commands as c
@@ -49,7 +55,14 @@ COMMANDS: dict[type[c.Command], CommandSpec] = {
     c.NamespaceCommand: CommandSpec(cmd_misc.namespace, AUTH),
     c.StatusCommand: CommandSpec(cmd_mailbox.status, AUTH),
     c.AppendCommand: CommandSpec(cmd_append.append, AUTH),
-    c.IdleCommand: CommandSpec(cmd_idle.idle, AUTH),
+    c.IdleCommand: CommandSpec(cmd_notify.idle, AUTH),  # plain IDLE unless NOTIFY is set
+    c.NotifyCommand: CommandSpec(cmd_notify.notify, AUTH),
+    c.CompressCommand: CommandSpec(compress.compress, AUTH, sync_after=False),
+    c.GetMetadataCommand: CommandSpec(cmd_metadata.getmetadata, AUTH),
+    c.SetMetadataCommand: CommandSpec(cmd_metadata.setmetadata, AUTH),
+    c.ResetKeyCommand: CommandSpec(cmd_urlauth.resetkey, AUTH),
+    c.GenUrlAuthCommand: CommandSpec(cmd_urlauth.genurlauth, AUTH),
+    c.UrlFetchCommand: CommandSpec(cmd_urlauth.urlfetch, AUTH),
     # selected
     c.CheckCommand: CommandSpec(cmd_misc.check, SELECTED),
     c.CloseCommand: CommandSpec(cmd_mailbox.close, SELECTED, sync_after=False),
@@ -60,9 +73,12 @@ COMMANDS: dict[type[c.Command], CommandSpec] = {
     c.StoreCommand: CommandSpec(cmd_store.store, SELECTED, no_expunges_by_seq=True),
     c.CopyCommand: CommandSpec(cmd_copy.copy, SELECTED, no_expunges_by_seq=True),
     c.MoveCommand: CommandSpec(cmd_copy.move, SELECTED),
+    c.SortCommand: CommandSpec(cmd_sort.sort, SELECTED, no_expunges_by_seq=True),
+    c.ThreadCommand: CommandSpec(cmd_thread.thread, SELECTED, no_expunges_by_seq=True),
+    c.CancelUpdateCommand: CommandSpec(search_context.cancelupdate, SELECTED),
 }
-"""Commands the codec parses but this table leaves out (GETQUOTA, SORT, THREAD, COMPRESS,
-METADATA, ...) are answered ``BAD Unknown command``."""
+"""Commands the codec parses but this table leaves out (GETQUOTA, ...) are
+answered ``BAD Unknown command``; so are GETMETADATA/SETMETADATA unless ``imap_metadata``."""
 
 
 def command_spec(cmd: c.Command) -> CommandSpec | None:
@@ -71,3 +87,4 @@ def command_spec(cmd: c.Command) -> CommandSpec | None:
 
 
 install_commands(command_spec)
+search_context.install()

@@ -175,6 +175,10 @@ class SelectedMailbox:
     """Sequence number n is ``uids[n-1]``; includes expunged UIDs not yet announced."""
     pending_expunges: set[int] = field(default_factory=set)
     """UIDs the storage expunged that still hold sequence numbers here."""
+    announced_modseq: int = 0
+    """The HIGHESTMODSEQ the client was last told (CONDSTORE/QRESYNC, :mod:`.condstore`)."""
+    fetched_modseq: int = 0
+    """The largest MODSEQ sent in FETCH responses since then."""
 
     def seq_of(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.uids, uid)
@@ -242,6 +246,15 @@ class ImapSession:
             literal_plus=not self.literal_minus,
         )
         self.idle_notify_interval = float(max(settings.get_int("imap_idle_notify_interval"), 1))
+        self.announce_new = True
+        """Announce new messages of the selected mailbox (EXISTS/RECENT); NOTIFY (RFC 5465,
+        :mod:`.cmd_notify`) turns it off when the client didn't ask for MessageNew."""
+        self.announce_flags = True
+        """Announce flag changes made elsewhere (FETCH FLAGS); off per NOTIFY likewise."""
+        self.between_commands: Callable[[ImapSession], Awaitable[ParserEvent | None]] | None = None
+        """While set (NOTIFY), the loop waits for the next command through it, so changes
+        can be announced while the client is quiet; it returns what :meth:`next_event`
+        would."""
         self._events: collections.deque[ParserEvent] = collections.deque()
         self._out = bytearray()
         self._streams: dict[tuple[str, int], bytearray] = {}
@@ -255,6 +268,21 @@ class ImapSession:
     @property
     def utf8(self) -> bool:
         return "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled
+
+    @property
+    def condstore(self) -> bool:
+        """CONDSTORE (RFC 7162) enabled: FETCH responses carry MODSEQ."""
+        return "CONDSTORE" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        """QRESYNC (RFC 7162) enabled: VANISHED instead of EXPUNGE, UID in FETCH responses."""
+        return "QRESYNC" in self.enabled
+
+    @property
+    def rev2(self) -> bool:
+        """``ENABLE IMAP4rev2`` (RFC 9051) given: no \\Recent, ESEARCH answers, ..."""
+        return "IMAP4REV2" in self.enabled
 
     @property
     def logged_in(self) -> bool:
@@ -364,7 +392,11 @@ class ImapSession:
                 await self.start_tls()
             self.greet()
             while self.state is not State.LOGOUT:
-                event = await self.next_event()
+                listen = self.between_commands
+                if listen is not None and not self._events and not self.parser.paused:
+                    event = await listen(self)
+                else:
+                    event = await self.next_event()
                 if event is None:
                     log_event("imap_disconnect", reason="connection closed", **self._log_fields())
                     break
@@ -545,6 +577,10 @@ class ImapSession:
                     log_event("imap_sync_failed", error=str(exc), **self._log_fields())
                     if exc.imap_code == "NONEXISTENT":
                         bye_text = "Selected mailbox was deleted, have to disconnect."
+            if self.qresync and self.selected is not None and not bye_text:
+                from columba.imap.condstore import with_highestmodseq
+
+                reply = with_highestmodseq(self, reply)
         if self.parser.paused:
             # a pausing command that did not take over the input (refused, or done)
             self.push_events(self.parser.resume())
@@ -599,7 +635,7 @@ class ImapSession:
 
     def flags_of(self, record: MessageRecord) -> bytes:
         sel = self.selected
-        recent = sel is not None and record.uid in sel.view.recent_uids()
+        recent = sel is not None and not self.rev2 and record.uid in sel.view.recent_uids()
         return format_flags(record.flags, recent)
 
     def resolve(self, seqset: SequenceSet, *, uid: bool) -> list[tuple[int, int]]:
@@ -637,12 +673,20 @@ class ImapSession:
             gone = sel.pending_expunges
             sel.pending_expunges = set()
             out = bytearray()
+            vanished: list[int] = []
             for uid in sorted(gone):
                 seq = sel.seq_of(uid)
                 if seq is None:
                     continue
                 del sel.uids[seq - 1]
-                out += b"* %d EXPUNGE\r\n" % seq
+                if self.qresync:
+                    vanished.append(uid)  # RFC 7162 §3.2.10: VANISHED replaces EXPUNGE
+                else:
+                    out += b"* %d EXPUNGE\r\n" % seq
+            if vanished:
+                from columba.imap.condstore import vanished_line
+
+                out += vanished_line(vanished)
             self.write(bytes(out))
             saved = set(self.searchres)
             if saved & gone:
@@ -650,14 +694,32 @@ class ImapSession:
         if changes.added:
             last = sel.uids[-1] if sel.uids else 0
             sel.uids.extend(u for u in changes.added if u > last)
-            self.write(b"* %d EXISTS\r\n" % len(sel.uids))
-            self.write(b"* %d RECENT\r\n" % len(sel.view.recent_uids()))
+            if self.announce_new:
+                self.write(b"* %d EXISTS\r\n" % len(sel.uids))
+                if not self.rev2:
+                    self.write(b"* %d RECENT\r\n" % len(sel.view.recent_uids()))
         for record in changes.flags_changed:
-            if record.uid in sel.pending_expunges:
+            if record.uid in sel.pending_expunges or not self.announce_flags:
                 continue
             seq = sel.seq_of(record.uid)
             if seq is not None:
-                self.write(b"* %d FETCH (FLAGS %s)\r\n" % (seq, self.flags_of(record)))
+                self.write(
+                    b"* %d FETCH (%sFLAGS %s)\r\n"
+                    % (seq, self.fetch_ids(record), self.flags_of(record))
+                )
+
+    def fetch_ids(self, record: MessageRecord, *, uid: bool = False) -> bytes:
+        """``UID n MODSEQ (m) `` for an untagged FETCH about a flag change: UID with QRESYNC
+        (or *uid*), MODSEQ with CONDSTORE (RFC 7162 §3.1, §3.2); Dovecot's order."""
+        out = b""
+        if uid or self.qresync:
+            out += b"UID %d " % record.uid
+        if self.condstore:
+            from columba.imap.condstore import note_modseq
+
+            note_modseq(self.selected, record.modseq)
+            out += b"MODSEQ (%d) " % record.modseq
+        return out
 
 
 def _take_stream_buffer(reader: asyncio.StreamReader) -> bytes:

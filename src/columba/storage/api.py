@@ -28,6 +28,7 @@ Semantics every implementation keeps (tests/contract/test_storage_contract.py ch
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +103,12 @@ class MessageExpunged(StorageError):  # noqa: N818 - reads as the condition
     """The message is gone (expunged by another session) before its body could be read."""
 
     imap_code = "EXPUNGEISSUED"
+
+
+class MetadataTooMany(StorageError):  # noqa: N818 - the name RFC 5464 uses
+    """SETMETADATA would add entries past the per-mailbox limit: ``NO [METADATA TOOMANY]``."""
+
+    imap_code = "METADATA TOOMANY"
 
 
 # ---------------------------------------------------------------------- values
@@ -374,6 +381,53 @@ class MailUser(ABC):
     async def append(self, name: str, messages: Sequence[AppendRequest]) -> list[AppendResult]:
         """Save one or more messages atomically (MULTIAPPEND): all or none. Durable on return.
         MailboxNotFound ("[TRYCREATE]" in IMAP) if the mailbox does not exist."""
+
+    async def get_metadata(
+        self, mailbox: str, entries: Sequence[str], *, descendants: bool = False
+    ) -> dict[str, bytes]:
+        """Stored METADATA values (RFC 5464) of ``mailbox``, ``""`` meaning the server entries:
+        those of ``entries`` that have a value and, with ``descendants``, every entry below
+        them. Entry names are lower-case paths (``/private/comment``, ``/shared/vendor/x``)
+        the caller validated. MailboxNotFound if the mailbox is absent or ``\\Noselect``.
+        A mailbox's entries follow it through RENAME and go with DELETE."""
+        raise StorageError("METADATA isn't supported by this storage")
+
+    async def set_metadata(
+        self,
+        mailbox: str,
+        changes: Sequence[tuple[str, bytes | None]],
+        *,
+        max_entries: int = 0,
+    ) -> None:
+        """Set (bytes, possibly empty) or remove (None) entries of ``mailbox`` (``""``: the
+        server) in one transaction; the last change of an entry wins. MetadataTooMany (and
+        nothing changed) when the mailbox would hold more than ``max_entries`` entries
+        (0: no limit) and more than before."""
+        raise StorageError("METADATA isn't supported by this storage")
+
+    async def urlauth_key(self, mailbox: str, *, create: bool = False) -> bytes | None:
+        """The URLAUTH (RFC 4467) mailbox access key of ``mailbox``: None when it has none,
+        unless ``create`` (a new random key is then stored and returned). Keys follow RENAME
+        and go with DELETE. MailboxNotFound if the mailbox is absent or ``\\Noselect``."""
+        raise StorageError("URLAUTH isn't supported by this storage")
+
+    async def reset_urlauth_keys(self, mailbox: str | None = None) -> None:
+        """RESETKEY: give ``mailbox`` a new access key, or (None) remove every key of the
+        user, so URLs authorised with the old keys stop working."""
+        raise StorageError("URLAUTH isn't supported by this storage")
+
+    def change_generation(self) -> int:
+        """A counter that moves when anything of this user's may have changed, in this
+        process or another (mailboxes, subscriptions, messages, flags). Take it *before*
+        looking at the state, then :meth:`wait_for_change` with it (IMAP NOTIFY)."""
+        return 0
+
+    async def wait_for_change(self, generation: int, timeout: float) -> bool:
+        """Return True once :meth:`change_generation` moved past ``generation`` (a hint:
+        re-check the state), False after ``timeout`` seconds without a change. This default
+        polls: it wakes every second and says something may have changed."""
+        await asyncio.sleep(max(0.0, min(timeout, 1.0)))
+        return timeout > 0
 
     @abstractmethod
     async def close(self) -> None:

@@ -56,6 +56,12 @@ class StorageSettings:
     """Where ``columba-index.db`` lives (created 0700)."""
     index_busy_timeout: float = 30.0
     """Seconds a write waits for another process's index transaction."""
+    metacache_specs: Callable[[UserInfo], list[FsSpec]] | None = None
+    """The user's ``metacache`` fs stack for index bundles; None: no bundles are uploaded."""
+    metacache_upload_interval: float = 300.0
+    """Seconds within which important changes (flags) are uploaded."""
+    metacache_close_delay: float = 2.0
+    """Seconds after a user is released before the index is packed and uploaded."""
 
 
 def build_storage(settings: StorageSettings) -> MailStorage:

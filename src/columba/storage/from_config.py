@@ -152,4 +152,9 @@ def storage_settings(view: SettingsView) -> StorageSettings:
         mail_save_max_size=max(view.get_int("mail_save_max_size"), 0),
         lda_mailbox_autocreate=view.get_bool("lda_mailbox_autocreate"),
         lda_mailbox_autosubscribe=view.get_bool("lda_mailbox_autosubscribe"),
+        metacache_specs=(
+            fs_stack_factory(view, "metacache") if view.filter("metacache").filters("fs") else None
+        ),
+        metacache_upload_interval=float(view.get_int("metacache_upload_interval")),
+        metacache_close_delay=float(view.get_int("metacache_close_delay")),
     )

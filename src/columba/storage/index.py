@@ -21,12 +21,18 @@ Tables:
 * ``keywords`` — per mailbox, every keyword ever used, unique case-insensitively, spelled as
   first sent.
 * ``meta`` — ``change_counter`` (bumped by every write transaction) and ``last_uidvalidity``.
+* ``metadata`` — IMAP METADATA (RFC 5464) entries: (mailbox id, 0 for server entries;
+  lower-case entry name such as ``/private/comment``; value bytes). Keyed by mailbox id, so
+  entries follow RENAME; DELETE drops them with the mailbox's other rows.
 
-No migrations: ``PRAGMA user_version`` is 1; another version is refused.
+No migrations: ``PRAGMA user_version`` is 1; another version is refused. Tables added later
+(``metadata``) are created with ``IF NOT EXISTS`` whenever an index is opened, so older files
+gain them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -42,6 +48,7 @@ from columba.storage.api import (
     MailboxExists,
     MailboxHasChildren,
     MailboxNotFound,
+    MetadataTooMany,
     StorageError,
     StoreMode,
 )
@@ -62,6 +69,32 @@ DELETED = SYSTEM_FLAG_BITS["\\Deleted"]
 _SYSTEM_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAG_BITS}
 _KEYWORD_FORBIDDEN = frozenset('(){ %*"\\]')
 _RANGES_PER_QUERY = 200
+
+METADATA_SCHEMA = """
+CREATE TABLE IF NOT EXISTS metadata (
+    mailbox_id INTEGER NOT NULL,
+    entry TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (mailbox_id, entry)
+) WITHOUT ROWID
+"""
+"""Added after v1 shipped: run on every open (older index files gain it)."""
+MAILBOX_INFO_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mailbox_info (
+    guid TEXT PRIMARY KEY,
+    info TEXT NOT NULL
+) WITHOUT ROWID
+"""
+"""What was last written as each mailbox's ``idx/mailbox-info`` object (storage.rebuild)."""
+URLAUTH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS urlauth_keys (
+    mailbox_id INTEGER PRIMARY KEY,
+    key BLOB NOT NULL
+)
+"""
+"""URLAUTH (RFC 4467) mailbox access keys; added after v1 shipped, run on every open."""
+SERVER_METADATA = 0
+"""``metadata.mailbox_id`` of server entries (mailbox ids start at 1)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -343,6 +376,9 @@ class MailIndex:
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
+            conn.execute(METADATA_SCHEMA)
+            conn.execute(MAILBOX_INFO_SCHEMA)
+            conn.execute(URLAUTH_SCHEMA)
         except BaseException:
             conn.close()
             raise
@@ -517,7 +553,14 @@ class MailIndex:
                 "SELECT object_path FROM messages WHERE mailbox_id = ?", (mailbox_id,)
             )
         ]
-        for table in ("messages", "message_cache", "expunged", "keywords"):
+        for table in (
+            "messages",
+            "message_cache",
+            "expunged",
+            "keywords",
+            "metadata",
+            "urlauth_keys",
+        ):
             conn.execute(f"DELETE FROM {table} WHERE mailbox_id = ?", (mailbox_id,))
         return paths
 
@@ -703,13 +746,24 @@ class MailIndex:
     # ------------------------------------------------------------------ messages
 
     def append(
-        self, mailbox_id: int, mailbox_guid: str, msgs: Sequence[NewMessage]
+        self,
+        mailbox_id: int,
+        mailbox_guid: str,
+        msgs: Sequence[NewMessage],
+        uids: Sequence[int] | None = None,
     ) -> tuple[int, list[int]]:
-        """Index messages whose objects are durable; returns (uidvalidity, uids)."""
+        """Index messages whose objects are durable; returns (uidvalidity, uids).
+
+        `uids` (ascending, from the mailbox's UIDNEXT) are the UIDs the caller already wrote
+        into the objects' metadata under the storage's UID lock."""
         with self._write() as conn:
             box = self._mailbox_by_id(conn, mailbox_id, mailbox_guid)
+            if uids is not None and (len(uids) != len(msgs) or (uids and uids[0] < box.uidnext)):
+                raise StorageError("UIDs were allocated concurrently; try again")
             modseq = self._bump_modseq(conn, mailbox_id)
-            uids = list(range(box.uidnext, box.uidnext + len(msgs)))
+            if uids is None:
+                uids = list(range(box.uidnext, box.uidnext + len(msgs)))
+            uids = list(uids)
             rows = []
             caches = []
             for uid, msg in zip(uids, msgs, strict=True):
@@ -722,9 +776,11 @@ class MailIndex:
                 caches.append((mailbox_id, uid, msg.parsed, msg.header))
             conn.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             conn.executemany("INSERT INTO message_cache VALUES (?, ?, ?, ?)", caches)
-            conn.execute(
-                "UPDATE mailboxes SET uidnext = ? WHERE id = ?", (box.uidnext + len(msgs), box.id)
-            )
+            if uids:
+                conn.execute(
+                    "UPDATE mailboxes SET uidnext = ? WHERE id = ?",
+                    (max(box.uidnext, uids[-1] + 1), box.id),
+                )
             return box.uidvalidity, uids
 
     def copy_rows(
@@ -964,6 +1020,245 @@ class MailIndex:
                 for uid, parsed, header in cur:
                     out[int(uid)] = (str(parsed), bytes(header))
         return out
+
+    # ------------------------------------------------------------------ METADATA (RFC 5464)
+
+    def _metadata_owner(self, conn: sqlite3.Connection, mailbox: str) -> int:
+        if mailbox == "":
+            return SERVER_METADATA
+        row = self._get_mailbox(conn, mailbox)
+        if row is None or not row.selectable:
+            raise MailboxNotFound(f"Mailbox doesn't exist: {mailbox}")
+        return row.id
+
+    def get_metadata(
+        self, mailbox: str, entries: Sequence[str], descendants: bool
+    ) -> dict[str, bytes]:
+        """Values of ``entries`` of ``mailbox`` ("" = server) that exist, with every entry
+        below them when ``descendants``; each subtree in entry order."""
+        out: dict[str, bytes] = {}
+        with self._read() as conn:
+            owner = self._metadata_owner(conn, mailbox)
+            for entry in entries:
+                row = conn.execute(
+                    "SELECT value FROM metadata WHERE mailbox_id = ? AND entry = ?",
+                    (owner, entry),
+                ).fetchone()
+                if row is not None:
+                    out[entry] = bytes(row[0])
+                if descendants:
+                    prefix = entry + "/"
+                    for name, value in conn.execute(
+                        "SELECT entry, value FROM metadata WHERE mailbox_id = ? AND entry > ? "
+                        "AND substr(entry, 1, ?) = ? ORDER BY entry",
+                        (owner, prefix, len(prefix), prefix),
+                    ):
+                        out[str(name)] = bytes(value)
+        return out
+
+    def set_metadata(
+        self, mailbox: str, changes: Sequence[tuple[str, bytes | None]], max_entries: int
+    ) -> None:
+        """Apply ``(entry, value or None)`` in one transaction; MetadataTooMany (rolled back)
+        if the mailbox ends with more than ``max_entries`` (> 0) entries and more than before."""
+        with self._write() as conn:
+            owner = self._metadata_owner(conn, mailbox)
+            count = "SELECT count(*) FROM metadata WHERE mailbox_id = ?"
+            before = int(conn.execute(count, (owner,)).fetchone()[0])
+            for entry, value in changes:
+                if value is None:
+                    conn.execute(
+                        "DELETE FROM metadata WHERE mailbox_id = ? AND entry = ?", (owner, entry)
+                    )
+                else:
+                    conn.execute(
+                        "INSERT INTO metadata (mailbox_id, entry, value) VALUES (?, ?, ?) "
+                        "ON CONFLICT (mailbox_id, entry) DO UPDATE SET value = excluded.value",
+                        (owner, entry, bytes(value)),
+                    )
+            if max_entries > 0:
+                after = int(conn.execute(count, (owner,)).fetchone()[0])
+                if after > max_entries and after > before:
+                    raise MetadataTooMany("Too many metadata entries.")
+
+    # ------------------------------------------------------------------ URLAUTH (RFC 4467)
+
+    def urlauth_key(self, mailbox: str, create: bool) -> bytes | None:
+        """The mailbox's URLAUTH access key; a new random one when absent and ``create``.
+        MailboxNotFound if the mailbox is absent or ``\\Noselect``."""
+        with self._write() if create else self._read() as conn:
+            owner = self._metadata_owner(conn, mailbox)
+            row = conn.execute(
+                "SELECT key FROM urlauth_keys WHERE mailbox_id = ?", (owner,)
+            ).fetchone()
+            if row is not None:
+                return bytes(row[0])
+            if not create:
+                return None
+            key = os.urandom(32)
+            conn.execute("INSERT INTO urlauth_keys (mailbox_id, key) VALUES (?, ?)", (owner, key))
+            return key
+
+    def reset_urlauth_keys(self, mailbox: str | None) -> None:
+        """RESETKEY: a new key for ``mailbox``, or every key removed (None)."""
+        with self._write() as conn:
+            if mailbox is None:
+                conn.execute("DELETE FROM urlauth_keys")
+                return
+            owner = self._metadata_owner(conn, mailbox)
+            conn.execute(
+                "INSERT INTO urlauth_keys (mailbox_id, key) VALUES (?, ?) "
+                "ON CONFLICT (mailbox_id) DO UPDATE SET key = excluded.key",
+                (owner, os.urandom(32)),
+            )
+
+    # ------------------------------------------------------------------ recovery (rebuild.py)
+
+    def mailbox_info_changes(self) -> tuple[list[tuple[str, str]], list[str]]:
+        """Mailbox-info objects to (re)write as (guid, JSON) and the guids whose to delete."""
+        with self._read() as conn:
+            written = {
+                str(g): str(i) for g, i in conn.execute("SELECT guid, info FROM mailbox_info")
+            }
+            subs = {str(r[0]) for r in conn.execute("SELECT name FROM subscriptions")}
+            current: dict[str, str] = {}
+            for r in conn.execute(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE selectable = 1"):
+                box = self._mailbox(r)
+                current[box.guid] = json.dumps(
+                    {
+                        "name": box.name,
+                        "guid": box.guid,
+                        "uidvalidity": box.uidvalidity,
+                        "special_use": sorted(box.special_use),
+                        "subscribed": box.name in subs,
+                    },
+                    sort_keys=True,
+                )
+        writes = [(g, i) for g, i in current.items() if written.get(g) != i]
+        deletes = [g for g in written if g not in current]
+        return writes, deletes
+
+    def mailbox_info_done(self, guid: str, info: str | None) -> None:
+        with self._write() as conn:
+            if info is None:
+                conn.execute("DELETE FROM mailbox_info WHERE guid = ?", (guid,))
+            else:
+                conn.execute(
+                    "INSERT INTO mailbox_info (guid, info) VALUES (?, ?) "
+                    "ON CONFLICT (guid) DO UPDATE SET info = excluded.info",
+                    (guid, info),
+                )
+
+    def mailboxes_with_paths(self) -> list[tuple[MailboxRow, set[str], set[int]]]:
+        """Every selectable mailbox with its messages' object paths and its expunged UIDs."""
+        with self._read() as conn:
+            rows = [
+                self._mailbox(r)
+                for r in conn.execute(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE selectable = 1")
+            ]
+            out = []
+            for box in rows:
+                paths = {
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT object_path FROM messages WHERE mailbox_id = ?", (box.id,)
+                    )
+                }
+                gone = {
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT uid FROM expunged WHERE mailbox_id = ?", (box.id,)
+                    )
+                }
+                out.append((box, paths, gone))
+        return out
+
+    def import_mailbox(
+        self,
+        name: str,
+        guid: str,
+        uidvalidity: int,
+        special_use: frozenset[str],
+        subscribed: bool,
+    ) -> MailboxRow:
+        """Recreate a mailbox with its original GUID and UIDVALIDITY (recovery).
+
+        An existing empty mailbox of that name takes them over; a non-empty one keeps its name
+        and the recovered mailbox is named ``NAME-<guid prefix>``."""
+        special_use = special_use & SPECIAL_USE_FLAGS
+        with self._write() as conn:
+            existing = self._get_mailbox(conn, name)
+            if existing is not None:
+                count = conn.execute(
+                    "SELECT count(*) FROM messages WHERE mailbox_id = ?", (existing.id,)
+                ).fetchone()[0]
+                if int(count) == 0:
+                    conn.execute(
+                        "UPDATE mailboxes SET guid = ?, uidvalidity = ?, selectable = 1, "
+                        "special_use = ? WHERE id = ?",
+                        (guid, uidvalidity, " ".join(sorted(special_use)), existing.id),
+                    )
+                else:
+                    name = f"{name}-{guid[:8]}"
+                    existing = None
+            if existing is None:
+                conn.execute(
+                    "INSERT INTO mailboxes (name, guid, uidvalidity, special_use, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (name, guid, uidvalidity, " ".join(sorted(special_use)), time.time()),
+                )
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('last_uidvalidity', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                (uidvalidity,),
+            )
+            if subscribed:
+                conn.execute(
+                    "INSERT INTO subscriptions (name) VALUES (?) ON CONFLICT DO NOTHING", (name,)
+                )
+            row = self._get_mailbox(conn, name)
+            assert row is not None
+            return row
+
+    def import_messages(
+        self, mailbox_id: int, mailbox_guid: str, msgs: Sequence[tuple[int, NewMessage]]
+    ) -> None:
+        """Index recovered messages under the given UIDs (at or above UIDNEXT)."""
+        if not msgs:
+            return
+        with self._write() as conn:
+            box = self._mailbox_by_id(conn, mailbox_id, mailbox_guid)
+            modseq = self._bump_modseq(conn, mailbox_id)
+            top = box.uidnext - 1
+            for uid, msg in msgs:
+                bits, kws = split_flags(msg.flags)
+                kws = self._canon_keywords(conn, mailbox_id, kws)
+                conn.execute(
+                    "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (mailbox_id, uid, msg.guid, msg.object_path, modseq, bits,
+                     flags_text(bits, kws), msg.internaldate, msg.savedate, msg.size),
+                )  # fmt: skip
+                conn.execute(
+                    "INSERT OR REPLACE INTO message_cache VALUES (?, ?, ?, ?)",
+                    (mailbox_id, uid, msg.parsed, msg.header),
+                )
+                top = max(top, uid)
+            conn.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (top + 1, mailbox_id))
+
+    def drop_paths(self, mailbox_id: int, mailbox_guid: str, paths: Iterable[str]) -> list[int]:
+        """Expunge the messages whose objects are gone from storage (recovery)."""
+        wanted = set(paths)
+        with self._write() as conn:
+            self._mailbox_by_id(conn, mailbox_id, mailbox_guid)
+            rows = [
+                self._message(r)
+                for r in conn.execute(
+                    f"SELECT {_MESSAGE_COLS} FROM messages WHERE mailbox_id = ?", (mailbox_id,)
+                )
+            ]
+            gone = [r for r in rows if r.object_path in wanted]
+            self._remove(conn, mailbox_id, gone)
+            return [r.uid for r in gone]
 
     def all_object_paths(self) -> list[str]:
         return [str(r[0]) for r in self.conn.execute("SELECT object_path FROM messages")]

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import functools
 import json
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,12 +82,14 @@ from columba.storage.index import (
     new_guid,
     split_flags,
 )
+from columba.storage.metacache import Metacache, file_lock
 from columba.storage.names import INBOX, normalize, normalize_new
 from columba.storage.notify import Watch, get_notifier
 
 if TYPE_CHECKING:
     from columba.storage.factory import StorageSettings
     from columba.storage.mime import ParsedMessage
+    from columba.storage.rebuild import ReconcileReport
 
 __all__ = ["ObOxMailboxView", "ObOxStorage", "ObOxUser"]
 
@@ -93,6 +97,10 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _FS_PARALLEL = 8
+UID_LOCK_FILE = "columba-uid.lock"
+"""flock held from choosing a save's UIDs until its index commit (UIDs go into the objects'
+metadata, so they are chosen before the objects are written, and must become visible in
+ascending order across every process of the backend)."""
 
 
 # ---------------------------------------------------------------------- helpers
@@ -186,7 +194,10 @@ def _prepare(req: AppendRequest, username: str, mailbox_guid: str) -> _Prepared:
         "size": str(len(data)),
         "username": username,
         "origbox": mailbox_guid,
+        "internaldate": internal.isoformat(),
     }
+    if req.flags:
+        metadata["flags"] = " ".join(req.flags)
     row = NewMessage(
         guid=guid,
         object_path=path,
@@ -214,6 +225,22 @@ class _UserStore:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="columba-index")
         self.refs = 0
         self.watch: Watch | None = None
+        self._uid_lock = asyncio.Lock()
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @contextlib.asynccontextmanager
+    async def uid_lock(self) -> AsyncIterator[None]:
+        """Hold the user's UID allocation lock (this process, then the backend's processes)."""
+        async with self._uid_lock, file_lock(self.directory / UID_LOCK_FILE, timeout=30):
+            yield
+
+    async def sync_mailbox_info(self) -> None:
+        from columba.storage.rebuild import sync_mailbox_info
+
+        await sync_mailbox_info(self.fs, self.run, self.index, self.user.username)
 
     async def run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         loop = asyncio.get_running_loop()
@@ -312,6 +339,7 @@ class _UserStore:
 class ObOxStorage(MailStorage):
     def __init__(self, settings: StorageSettings) -> None:
         self.settings = settings
+        self.metacache = Metacache(settings)
         self._stores: dict[str, _UserStore] = {}
         self._lock: asyncio.Lock | None = None
         self.special_use_config: dict[str, frozenset[str]] = {}
@@ -342,8 +370,12 @@ class ObOxStorage(MailStorage):
                     raise StorageError(f"mail storage configuration: {err}") from err
                 store = _UserStore(user, path, fs, self.settings.index_busy_timeout)
                 try:
+                    await self.metacache.ensure_local(
+                        user, directory, fs, functools.partial(self._rebuild, store)
+                    )
                     await store.run(store.index.open)
                     await store.run(store.index.ensure_mailboxes, self._ensure)
+                    await store.sync_mailbox_info()
                 except BaseException:
                     await store.close()
                     raise
@@ -359,6 +391,35 @@ class ObOxStorage(MailStorage):
             if store.refs <= 0 and self._stores.get(str(store.path)) is store:
                 del self._stores[str(store.path)]
                 await store.close()
+                self.metacache.released(store.user, store.directory)
+
+    async def _rebuild(self, store: _UserStore, directory: Path) -> None:
+        """A new (or just pulled) index: reconcile it with the dictmap listing. On failure the
+        index file is removed again, so the next open retries instead of trusting it."""
+        from columba.storage.rebuild import reconcile
+
+        try:
+            await store.run(store.index.open)
+            async with store.uid_lock():
+                report = await reconcile(store.fs, store.run, store.index, store.user.username)
+            await store.run(store.index.close)
+        except BaseException as err:
+            with contextlib.suppress(Exception):
+                await store.run(store.index.close)
+            for name in (store.path.name, f"{store.path.name}-wal", f"{store.path.name}-shm"):
+                (directory / name).unlink(missing_ok=True)
+            if isinstance(err, FsError):
+                raise _fs_error(err, "rebuilding the mail index") from err
+            raise
+        if report.added or report.removed or report.mailboxes_created:
+            log.info(
+                "obox: %s: index rebuilt from storage: %d mailbox(es) recreated, %d message(s) "
+                "added, %d removed",
+                store.user.username,
+                len(report.mailboxes_created),
+                report.added,
+                report.removed,
+            )
 
     # ------------------------------------------------------------------ saving
 
@@ -379,17 +440,24 @@ class ObOxStorage(MailStorage):
         prepared = await asyncio.to_thread(
             lambda: [_prepare(r, username, box.guid) for r in requests]
         )
-        await store.write_objects(prepared)
-        try:
-            uidvalidity, uids = await store.run(
-                store.index.append, box.id, box.guid, [p.row for p in prepared]
-            )
-        except CommitUncertain as err:
-            # The rows may be committed: their objects must stay.
-            raise StorageTemporaryError(str(err)) from err
-        except BaseException:
-            await store.delete_objects(p.row.object_path for p in prepared)
-            raise
+        async with store.uid_lock():
+            current = await store.run(store.index.get_mailbox, name)
+            if current is None or current.guid != box.guid or not current.selectable:
+                raise MailboxNotFound(f"Mailbox doesn't exist: {name}")
+            wanted = list(range(current.uidnext, current.uidnext + len(prepared)))
+            for uid, p in zip(wanted, prepared, strict=True):
+                p.metadata["uid"] = str(uid)
+            await store.write_objects(prepared)
+            try:
+                uidvalidity, uids = await store.run(
+                    store.index.append, box.id, box.guid, [p.row for p in prepared], wanted
+                )
+            except CommitUncertain as err:
+                # The rows may be committed: their objects must stay.
+                raise StorageTemporaryError(str(err)) from err
+            except BaseException:
+                await store.delete_objects(p.row.object_path for p in prepared)
+                raise
         store.poke()
         return [
             AppendResult(uidvalidity, uid, p.row.guid)
@@ -406,16 +474,17 @@ class ObOxStorage(MailStorage):
         move: bool,
     ) -> CopyResult:
         """Copy (or move) `rows` of `src` into `dest`: objects first, then one index commit."""
-        pairs = await store.copy_objects(rows, dest.guid)
-        try:
-            outcome = await store.run(
-                store.index.copy_rows, src.id, src.guid, pairs, dest.id, dest.guid, move=move
-            )
-        except CommitUncertain as err:
-            raise StorageTemporaryError(str(err)) from err
-        except BaseException:
-            await store.delete_objects(p for _u, p in pairs)
-            raise
+        async with store.uid_lock():
+            pairs = await store.copy_objects(rows, dest.guid)
+            try:
+                outcome = await store.run(
+                    store.index.copy_rows, src.id, src.guid, pairs, dest.id, dest.guid, move=move
+                )
+            except CommitUncertain as err:
+                raise StorageTemporaryError(str(err)) from err
+            except BaseException:
+                await store.delete_objects(p for _u, p in pairs)
+                raise
         store.poke()
         await store.delete_objects([*outcome.unused_paths, *outcome.removed_paths])
         return CopyResult(outcome.uidvalidity, tuple(outcome.source_uids), tuple(outcome.dest_uids))
@@ -462,11 +531,74 @@ class ObOxStorage(MailStorage):
         finally:
             await self._release(store)
 
+    async def resync(self, user: UserInfo) -> ReconcileReport:
+        """``columba force-resync``: reconcile the user's index with the dictmap listing."""
+        from columba.storage.rebuild import reconcile
+
+        store = await self._acquire(user)
+        try:
+            async with store.uid_lock():
+                report = await reconcile(store.fs, store.run, store.index, user.username)
+            store.poke()
+            return report
+        finally:
+            await self._release(store)
+
+    async def cleanup(self, user: UserInfo, grace: float) -> tuple[int, int]:
+        """``columba obox cleanup``: delete the user's mailbox rows no index row references and
+        the objects (under the object-id prefix) no dictmap row references, when older than
+        `grace` seconds. Returns (rows, objects) deleted."""
+        from columba.fs.dictmap import REVERSE_PREFIX, DictmapFs
+
+        store = await self._acquire(user)
+        cutoff = time.time() - grace
+        rows = objects = 0
+        try:
+            async with store.uid_lock():
+                known = set(await store.run(store.index.all_object_paths))
+                prefix = f"{user.username}/mailboxes/"
+                candidates = []
+                for guid in await store.fs.iter_dirs(prefix):
+                    async for path in store.fs.iter_files(f"{prefix}{guid}/", recursive=False):
+                        if path not in known:
+                            candidates.append(path)
+                for path in candidates:
+                    try:
+                        if (await store.fs.stat(path)).mtime > cutoff:
+                            continue
+                        await store.fs.delete(path)
+                    except FsNotFound:
+                        continue
+                    rows += 1
+            node: Fs | None = store.fs
+            while node is not None and not isinstance(node, DictmapFs):
+                node = getattr(node, "parent", None)
+            if isinstance(node, DictmapFs) and node.objectid_prefix:
+                base = node.objectid_prefix
+                stored = [p async for p in node.parent.iter_files(base)]
+                for path in stored:
+                    oid = path[len(base) :]
+                    if "/" in oid or await node.dict.iterate(f"{REVERSE_PREFIX}{oid}/", limit=1):
+                        continue
+                    try:
+                        if (await node.parent.stat(path)).mtime > cutoff:
+                            continue
+                        await node.parent.delete(path)
+                    except FsNotFound:
+                        continue
+                    objects += 1
+            return rows, objects
+        finally:
+            await self._release(store)
+
     async def close(self) -> None:
+        """Close every user and upload every index with changes (``metacache flushall``)."""
         stores = list(self._stores.values())
         self._stores.clear()
         for store in stores:
             await store.close()
+            self.metacache.released(store.user, store.directory)
+        await self.metacache.flushall()
 
 
 # ---------------------------------------------------------------------- user
@@ -527,6 +659,16 @@ class ObOxUser(MailUser):
         out.sort(key=lambda m: (m.name != INBOX, m.name))
         return out
 
+    def change_generation(self) -> int:
+        watch = self._store.watch
+        return watch.generation if watch is not None else 0
+
+    async def wait_for_change(self, generation: int, timeout: float) -> bool:
+        watch = self._check().watch
+        if watch is None:
+            return await super().wait_for_change(generation, timeout)
+        return await watch.wait(generation, timeout)
+
     async def create_mailbox(self, name: str, special_use: frozenset[str] = frozenset()) -> None:
         store = self._check()
         norm = normalize_new(name[:-1] if name.endswith("/") and len(name) > 1 else name)
@@ -536,12 +678,14 @@ class ObOxUser(MailUser):
             special_use = self._storage.special_use_config.get(norm, frozenset())
         await store.run(store.index.create_mailbox, norm, frozenset(special_use))
         store.poke()
+        await store.sync_mailbox_info()
 
     async def delete_mailbox(self, name: str) -> None:
         store = self._check()
         paths = await store.run(store.index.delete_mailbox, normalize(name))
         store.poke()
         await store.delete_objects(paths)
+        await store.sync_mailbox_info()
 
     async def rename_mailbox(self, old: str, new: str) -> None:
         store = self._check()
@@ -550,6 +694,7 @@ class ObOxUser(MailUser):
         if src != INBOX:
             await store.run(store.index.rename_mailbox, src, dst)
             store.poke()
+            await store.sync_mailbox_info()
             return
         if dst == INBOX:
             raise MailboxExists("Mailbox already exists")
@@ -561,11 +706,13 @@ class ObOxUser(MailUser):
         if snap.messages:
             await self._storage.transfer(store, snap.mailbox, snap.messages, dest, move=True)
         store.poke()
+        await store.sync_mailbox_info()
 
     async def set_subscribed(self, name: str, subscribed: bool) -> None:
         store = self._check()
         await store.run(store.index.set_subscribed, normalize(name), subscribed)
         store.poke()
+        await store.sync_mailbox_info()
 
     async def status(self, name: str) -> MailboxStatus:
         store = self._check()
@@ -595,6 +742,37 @@ class ObOxUser(MailUser):
     async def append(self, name: str, messages: Sequence[AppendRequest]) -> list[AppendResult]:
         store = self._check()
         return await self._storage.save(store, normalize(name), messages)
+
+    async def get_metadata(
+        self, mailbox: str, entries: Sequence[str], *, descendants: bool = False
+    ) -> dict[str, bytes]:
+        store = self._check()
+        name = normalize(mailbox) if mailbox else ""
+        result: dict[str, bytes] = await store.run(
+            store.index.get_metadata, name, tuple(entries), descendants
+        )
+        return result
+
+    async def set_metadata(
+        self,
+        mailbox: str,
+        changes: Sequence[tuple[str, bytes | None]],
+        *,
+        max_entries: int = 0,
+    ) -> None:
+        store = self._check()
+        name = normalize(mailbox) if mailbox else ""
+        await store.run(store.index.set_metadata, name, tuple(changes), max_entries)
+
+    async def urlauth_key(self, mailbox: str, *, create: bool = False) -> bytes | None:
+        store = self._check()
+        key: bytes | None = await store.run(store.index.urlauth_key, normalize(mailbox), create)
+        return key
+
+    async def reset_urlauth_keys(self, mailbox: str | None = None) -> None:
+        store = self._check()
+        name = normalize(mailbox) if mailbox is not None else None
+        await store.run(store.index.reset_urlauth_keys, name)
 
     async def close(self) -> None:
         if self._closed:
@@ -805,6 +983,7 @@ class ObOxMailboxView(MailboxView):
         self._keywords = outcome.keywords
         if outcome.updated:
             store.poke()
+            self._storage.metacache.important_change(store.user, store.directory)
         return StoreResult(
             updated=tuple(_record(r) for r in outcome.updated),
             failed=tuple(outcome.failed),

@@ -23,6 +23,7 @@ __all__ = [
     "AppendMessage",
     "AuthenticateCommand",
     "CapabilityCommand",
+    "CatenatePart",
     "CheckCommand",
     "CloseCommand",
     "Command",
@@ -34,6 +35,7 @@ __all__ = [
     "EsearchCommand",
     "ExpungeCommand",
     "FetchCommand",
+    "GenUrlAuthCommand",
     "GetMetadataCommand",
     "GetQuotaCommand",
     "GetQuotaRootCommand",
@@ -46,8 +48,12 @@ __all__ = [
     "MoveCommand",
     "NamespaceCommand",
     "NoopCommand",
+    "NotifyCommand",
+    "NotifyEvent",
+    "NotifyEventGroup",
     "QResyncParams",
     "RenameCommand",
+    "ResetKeyCommand",
     "SearchCommand",
     "SelectCommand",
     "SetMetadataCommand",
@@ -61,6 +67,7 @@ __all__ = [
     "ThreadCommand",
     "UnselectCommand",
     "UnsubscribeCommand",
+    "UrlFetchCommand",
 ]
 
 
@@ -249,6 +256,21 @@ class AppendMessage:
     streamed: bool = False
     binary: bool = False
     utf8: bool = False
+    catenate: tuple[CatenatePart, ...] | None = None
+    """RFC 4469 ``CATENATE (...)``: the parts, in order (``data`` and ``size`` unused then)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CatenatePart:
+    """One part of a CATENATE message: ``URL url`` (``url`` set) or ``TEXT literal``.
+    A streamed TEXT part came as LiteralStart/Chunk/End events with ``stream_index``."""
+
+    url: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+    size: int = 0
+    streamed: bool = False
+    stream_index: int = 0
+    binary: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -299,6 +321,60 @@ class IdleCommand(Command):
     pass
 
 
+@dataclass(frozen=True, kw_only=True)
+class ResetKeyCommand(Command):
+    """RFC 4467 ``RESETKEY [mailbox *(SP mechanism)]``; mechanisms upper-cased."""
+
+    mailbox: str | None = None
+    mechanisms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenUrlAuthCommand(Command):
+    """RFC 4467 ``GENURLAUTH 1*(SP url-rump SP mechanism)``: ``(rump, mechanism)`` pairs,
+    mechanisms upper-cased."""
+
+    requests: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class UrlFetchCommand(Command):
+    """RFC 4467 ``URLFETCH 1*(SP url)``, with RFC 5524 ``(url ext...)`` parameters:
+    ``(url, options)`` pairs, options upper-cased (BODYPARTSTRUCTURE, BINARY, BODY)."""
+
+    urls: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyEvent:
+    """One RFC 5465 event: ``name`` in the RFC's spelling for the known events
+    (``MessageNew`` ...), as sent (upper-cased) for others; ``fetch_attributes`` only with
+    ``MessageNew``."""
+
+    name: str
+    fetch_attributes: tuple[FetchAttribute, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyEventGroup:
+    """``(filter-mailboxes events)``: ``filter`` lower-cased (selected, selected-delayed,
+    inboxes, personal, subscribed, subtree, mailboxes), ``mailboxes`` for subtree/mailboxes,
+    ``events`` None for ``NONE``."""
+
+    filter: str
+    mailboxes: tuple[str, ...] = ()
+    events: tuple[NotifyEvent, ...] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotifyCommand(Command):
+    """RFC 5465 ``NOTIFY NONE`` (``groups`` empty, ``none``) or ``NOTIFY SET [STATUS] ...``."""
+
+    none: bool = False
+    status: bool = False
+    groups: tuple[NotifyEventGroup, ...] = ()
+
+
 # -- selected ----------------------------------------------------------------------------------
 
 
@@ -333,6 +409,8 @@ class SearchCommand(Command):
     criteria: SearchKey
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
+    """RFC 9394 PARTIAL range (``(1, 100)`` or ``(-1, -100)``) when RETURN has PARTIAL."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -386,6 +464,7 @@ class SortCommand(Command):
     charset: str
     search: SearchKey
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -407,3 +486,12 @@ class EsearchCommand(Command):
     sources: tuple[tuple[str, tuple[str, ...]], ...] = ()
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelUpdateCommand(Command):
+    """RFC 5267 CANCELUPDATE: the tags of the searching commands whose updates stop.
+    (Not in ``__all__`` until the codec's golden table has a CANCELUPDATE example.)"""
+
+    tags: tuple[str, ...] = ()

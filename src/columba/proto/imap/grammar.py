@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 
 from columba.proto.imap import commands as c
-from columba.proto.imap.fetch import parse_fetch_atts
+from columba.proto.imap.fetch import FetchAttribute, parse_fetch_att, parse_fetch_atts
 from columba.proto.imap.lexer import (
     AppendContext,
     Cursor,
@@ -24,7 +24,7 @@ from columba.proto.imap.lexer import (
     LiteralContext,
 )
 from columba.proto.imap.search import charset_codec, parse_charset, parse_search_keys
-from columba.proto.imap.sequence import SequenceSet
+from columba.proto.imap.sequence import UINT32_MAX, SequenceSet
 
 __all__ = ["UID_COMMANDS", "parse_append_continuation", "parse_command"]
 
@@ -49,7 +49,9 @@ STATUS_ITEMS = frozenset(
 )
 LIST_SELECT_OPTIONS = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
 LIST_RETURN_OPTIONS = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "MYRIGHTS"})
-SEARCH_RETURN_OPTIONS = frozenset({"MIN", "MAX", "ALL", "COUNT", "SAVE"})
+SEARCH_RETURN_OPTIONS = frozenset(
+    {"MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE", "CONTEXT", "PARTIAL"}
+)
 SORT_KEYS = frozenset(
     {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
 )
@@ -82,14 +84,51 @@ def _paren_words(cur: Cursor, what: str, *, allow_empty: bool = True) -> list[st
         cur.sp()
 
 
-def _search_return_opts(cur: Cursor) -> tuple[str, ...]:
-    """After ``RETURN``: ``SP "(" [opt *(SP opt)] ")"``."""
+_PARTIAL_RE = re.compile(rb"(-?)([0-9]{1,10}):(-?)([0-9]{1,10})")
+
+
+def _partial_range(cur: Cursor) -> tuple[int, int]:
+    """RFC 9394 ``partial-range``: ``n:m`` or ``-n:-m`` (no 0, no ``*``, one sign),
+    returned with the smaller magnitude first (``(1, 100)``, ``(-1, -100)``)."""
+    tok = cur.match(_PARTIAL_RE)
+    if tok is None:
+        raise ImapSyntaxError("PARTIAL range broken")
+    cur.count_arg()
+    m = _PARTIAL_RE.fullmatch(tok)
+    assert m is not None
+    lo, hi = int(m.group(2)), int(m.group(4))
+    if m.group(1) != m.group(3) or lo == 0 or hi == 0 or max(lo, hi) > UINT32_MAX:
+        raise ImapSyntaxError("PARTIAL range broken")
+    lo, hi = min(lo, hi), max(lo, hi)
+    return (-lo, -hi) if m.group(1) else (lo, hi)
+
+
+def _search_return_opts(cur: Cursor) -> tuple[tuple[str, ...], tuple[int, int] | None]:
+    """After ``RETURN``: ``SP "(" [opt *(SP opt)] ")"``; PARTIAL takes a range (RFC 5267,
+    RFC 9394). Returns the options and the PARTIAL range (None without PARTIAL)."""
     cur.sp()
-    opts = _paren_words(cur, "RETURN option")
-    for opt in opts:
-        if opt not in SEARCH_RETURN_OPTIONS:
-            raise ImapSyntaxError(f"Unknown RETURN option {opt}")
-    return tuple(dict.fromkeys(opts))
+    cur.open_list()
+    opts: list[str] = []
+    partial: tuple[int, int] | None = None
+    if not cur.try_close_list():
+        while True:
+            opt = cur.read_keyword("RETURN option")
+            if opt not in SEARCH_RETURN_OPTIONS:
+                raise ImapSyntaxError(f"Unknown RETURN option {opt}")
+            if opt == "PARTIAL":
+                if partial is not None:
+                    raise ImapSyntaxError("PARTIAL can be used only once")
+                cur.sp()
+                partial = _partial_range(cur)
+            elif opt == "UPDATE" and opt in opts:
+                raise ImapSyntaxError("Duplicate UPDATE return option")
+            opts.append(opt)
+            if cur.try_close_list():
+                break
+            cur.sp()
+    if partial is not None and "ALL" in opts:
+        raise ImapSyntaxError("PARTIAL conflicts with ALL")
+    return tuple(dict.fromkeys(opts)), partial
 
 
 def _mailbox_arg(cur: Cursor) -> str:
@@ -331,8 +370,11 @@ def _status(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
     return c.StatusCommand(tag=tag, name=name, mailbox=mailbox, items=_status_items(cur))
 
 
-def _append_message(cur: Cursor, mailbox: str, index: int) -> c.AppendMessage:
-    """``[flag-list SP] [date-time SP] (literal / literal8 / "UTF8" SP "(" literal8 ")")``."""
+def _append_message(
+    cur: Cursor, mailbox: str, index: int, literal_base: int = 0
+) -> c.AppendMessage:
+    """``[flag-list SP] [date-time SP] (literal / literal8 / "UTF8" SP "(" literal8 ")" /
+    "CATENATE" SP "(" cat-part *(SP cat-part) ")")``."""
     flags: tuple[str, ...] = ()
     if cur.peek() == 0x28:
         flags = cur.read_flag_list()
@@ -341,6 +383,13 @@ def _append_message(cur: Cursor, mailbox: str, index: int) -> c.AppendMessage:
     if cur.peek() == 0x22:
         date = cur.read_datetime()
         cur.sp()
+    if cur.peek_word() == "CATENATE":
+        cur.read_atom()
+        cur.sp()
+        cur.open_list()
+        message = AppendContext(mailbox, flags, date, index, False, 0, literal_base)
+        parts = _catenate_parts(cur, message, [])
+        return c.AppendMessage(index=index, flags=flags, internal_date=date, catenate=parts)
     utf8 = False
     if cur.peek_word() == "UTF8":
         cur.read_atom()
@@ -349,7 +398,7 @@ def _append_message(cur: Cursor, mailbox: str, index: int) -> c.AppendMessage:
         utf8 = True
     ctx = LiteralContext(
         "APPEND",
-        append=AppendContext(mailbox, flags, date, index, utf8),
+        append=AppendContext(mailbox, flags, date, index, utf8, -1, literal_base + cur.seg),
         binary_ok=True,
     )
     lit = cur.read_literal(ctx)
@@ -369,6 +418,41 @@ def _append_message(cur: Cursor, mailbox: str, index: int) -> c.AppendMessage:
     )
 
 
+def _catenate_parts(
+    cur: Cursor, ctx: AppendContext, parts: list[c.CatenatePart]
+) -> tuple[c.CatenatePart, ...]:
+    """RFC 4469 ``cat-part *(SP cat-part) ")"`` after the ``(`` (or after the TEXT part
+    ``ctx.part - 1`` of a continuation); ``cat-part = "TEXT" SP literal / "URL" SP astring``
+    (literal8 allowed, RFC 3516). ``ctx``: the message; literal numbers count from
+    ``ctx.literal`` plus the cursor's literal position."""
+    while True:
+        kind = cur.read_keyword("CATENATE part")
+        cur.sp()
+        if kind == "URL":
+            url = cur.read_astring("URL")
+            parts.append(c.CatenatePart(url=url.decode("utf-8", "surrogateescape")))
+        elif kind == "TEXT":
+            number = ctx.literal + cur.seg
+            part_ctx = AppendContext(
+                ctx.mailbox, ctx.flags, ctx.internal_date, ctx.index, False, len(parts), number
+            )
+            lit = cur.read_literal(LiteralContext("APPEND", append=part_ctx, binary_ok=True))
+            parts.append(
+                c.CatenatePart(
+                    data=lit.data,
+                    size=lit.size,
+                    streamed=lit.streamed,
+                    stream_index=part_ctx.stream_index,
+                    binary=lit.binary,
+                )
+            )
+        else:
+            raise ImapSyntaxError(f"Unknown CATENATE part {kind}")
+        if cur.try_close_list():
+            return tuple(parts)
+        cur.sp()
+
+
 def _append(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
     mailbox = _mailbox_arg(cur)
     cur.sp()
@@ -383,10 +467,23 @@ def parse_append_continuation(cur: Cursor, previous: AppendContext) -> None:
     """Check the text after APPEND message *previous* up to the next (pending) message
     literal, without re-reading the whole command. Raises PendingLiteral or
     ImapSyntaxError (it never returns normally for a frame ending in a pending literal)."""
-    if previous.utf8:
+    if previous.part >= 0:  # inside CATENATE (...): more parts, or ")" and what follows
+        if not cur.try_close_list():
+            cur.sp()
+            ctx = AppendContext(
+                previous.mailbox,
+                previous.flags,
+                previous.internal_date,
+                previous.index,
+                False,
+                0,
+                previous.literal + 1,
+            )
+            _catenate_parts(cur, ctx, [c.CatenatePart()] * (previous.part + 1))
+    elif previous.utf8:
         cur.expect_byte(0x29)
     cur.sp()
-    _append_message(cur, previous.mailbox, previous.index + 1)
+    _append_message(cur, previous.mailbox, previous.index + 1, previous.literal + 1)
     raise ImapSyntaxError("Unexpected literal")
 
 
@@ -501,6 +598,67 @@ def _setmetadata(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
     return c.SetMetadataCommand(tag=tag, name=name, mailbox=mailbox, entries=tuple(entries))
 
 
+_MECHANISM_RE = re.compile(rb"[A-Za-z0-9.-]+")
+URLFETCH_OPTIONS = frozenset({"BODYPARTSTRUCTURE", "BINARY", "BODY"})
+
+
+def _mechanism(cur: Cursor) -> str:
+    """RFC 4467 ``mechanism = "INTERNAL" / 1*(ALPHA / DIGIT / "-" / ".")``, upper-cased."""
+    tok = cur.match(_MECHANISM_RE)
+    if tok is None:
+        raise ImapSyntaxError("Expected a URLAUTH mechanism")
+    cur.count_arg()
+    return tok.decode("ascii").upper()
+
+
+def _resetkey(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
+    """RFC 4467 ``RESETKEY [SP mailbox *(SP mechanism)]``."""
+    if not cur.try_sp():
+        return c.ResetKeyCommand(tag=tag, name=name)
+    mailbox = cur.read_mailbox()
+    mechs: list[str] = []
+    while cur.try_sp():
+        mechs.append(_mechanism(cur))
+    return c.ResetKeyCommand(tag=tag, name=name, mailbox=mailbox, mechanisms=tuple(mechs))
+
+
+def _genurlauth(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
+    """RFC 4467 ``GENURLAUTH 1*(SP url-rump SP mechanism)``."""
+    requests: list[tuple[str, str]] = []
+    while True:
+        cur.sp()
+        rump = cur.read_astring("URL")
+        cur.sp()
+        requests.append((rump.decode("utf-8", "surrogateescape"), _mechanism(cur)))
+        if cur.at_end():
+            break
+    return c.GenUrlAuthCommand(tag=tag, name=name, requests=tuple(requests))
+
+
+def _urlfetch(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
+    """RFC 4467 ``URLFETCH 1*(SP url)``; RFC 5524 ``"(" url 1*(SP option) ")"``."""
+    urls: list[tuple[str, tuple[str, ...]]] = []
+    while True:
+        cur.sp()
+        opts: list[str] = []
+        if cur.try_open_list():
+            url = cur.read_astring("URL")
+            while not cur.try_close_list():
+                cur.sp()
+                opt = cur.read_keyword("URLFETCH option")
+                if opt not in URLFETCH_OPTIONS:
+                    raise ImapSyntaxError(f"Unknown URLFETCH option {opt}")
+                opts.append(opt)
+            if "BODY" in opts and "BINARY" in opts:
+                raise ImapSyntaxError("URLFETCH options BODY and BINARY conflict")
+        else:
+            url = cur.read_astring("URL")
+        urls.append((url.decode("utf-8", "surrogateescape"), tuple(dict.fromkeys(opts))))
+        if cur.at_end():
+            break
+    return c.UrlFetchCommand(tag=tag, name=name, urls=tuple(urls))
+
+
 # -- selected ---------------------------------------------------------------------------------
 
 
@@ -519,14 +677,21 @@ def _search_program(cur: Cursor) -> tuple[str | None, str]:
 def _search(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
     cur.sp()
     return_opts = None
+    partial = None
     if cur.peek_word() == "RETURN":
         cur.read_atom()
-        return_opts = _search_return_opts(cur)
+        return_opts, partial = _search_return_opts(cur)
         cur.sp()
     charset, codec = _search_program(cur)
     key = parse_search_keys(cur, codec)
     return c.SearchCommand(
-        tag=tag, name=name, uid=uid, criteria=key, charset=charset, return_options=return_opts
+        tag=tag,
+        name=name,
+        uid=uid,
+        criteria=key,
+        charset=charset,
+        return_options=return_opts,
+        partial=partial,
     )
 
 
@@ -618,9 +783,10 @@ def _copy_move(cls: type[c.CopyCommand | c.MoveCommand]) -> Handler:
 def _sort(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
     cur.sp()
     return_opts = None
+    partial = None
     if cur.peek_word() == "RETURN":
         cur.read_atom()
-        return_opts = _search_return_opts(cur)
+        return_opts, partial = _search_return_opts(cur)
         cur.sp()
     words = _paren_words(cur, "sort criterion", allow_empty=False)
     criteria: list[c.SortCriterion] = []
@@ -639,8 +805,10 @@ def _sort(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
         raise ImapSyntaxError("REVERSE without a sort key")
     cur.sp()
     charset = parse_charset(cur)
-    codec = charset_codec(charset, cur.options.charsets)
+    # The charset is required here: with no search key after it, the "charset" was really
+    # the search key, and the command is a BAD (as Dovecot answers), not a BADCHARSET.
     cur.sp()
+    codec = charset_codec(charset, cur.options.charsets)
     key = parse_search_keys(cur, codec)
     return c.SortCommand(
         tag=tag,
@@ -650,6 +818,7 @@ def _sort(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
         charset=charset,
         search=key,
         return_options=return_opts,
+        partial=partial,
     )
 
 
@@ -658,8 +827,10 @@ def _thread(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
     algorithm = cur.read_keyword("thread algorithm")
     cur.sp()
     charset = parse_charset(cur)
-    codec = charset_codec(charset, cur.options.charsets)
+    # The charset is required here: with no search key after it, the "charset" was really
+    # the search key, and the command is a BAD (as Dovecot answers), not a BADCHARSET.
     cur.sp()
+    codec = charset_codec(charset, cur.options.charsets)
     key = parse_search_keys(cur, codec)
     return c.ThreadCommand(
         tag=tag, name=name, uid=uid, algorithm=algorithm, charset=charset, search=key
@@ -694,9 +865,10 @@ def _esearch(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
             cur.sp()
         cur.sp()
     return_opts = None
+    partial = None
     if cur.peek_word() == "RETURN":
         cur.read_atom()
-        return_opts = _search_return_opts(cur)
+        return_opts, partial = _search_return_opts(cur)
         cur.sp()
     charset, codec = _search_program(cur)
     key = parse_search_keys(cur, codec)
@@ -707,7 +879,106 @@ def _esearch(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
         sources=tuple(sources),
         charset=charset,
         return_options=return_opts,
+        partial=partial,
     )
+
+
+NOTIFY_EVENTS = {
+    e.upper(): e
+    for e in (
+        "MessageNew",
+        "MessageExpunge",
+        "FlagChange",
+        "AnnotationChange",
+        "MailboxName",
+        "SubscriptionChange",
+        "MailboxMetadataChange",
+        "ServerMetadataChange",
+    )
+}
+NOTIFY_FILTERS = frozenset({"selected", "selected-delayed", "inboxes", "personal", "subscribed"})
+NOTIFY_MAILBOX_FILTERS = frozenset({"subtree", "mailboxes"})
+
+
+def _notify_events(cur: Cursor) -> tuple[c.NotifyEvent, ...] | None:
+    """``"(" event *(SP event) ")" / "NONE"``; MessageNew may carry ``(fetch-att ...)``."""
+    if not cur.try_open_list():
+        if cur.read_keyword("NOTIFY events") != "NONE":
+            raise ImapSyntaxError("Expected a list of NOTIFY events or NONE")
+        return None
+    events: list[c.NotifyEvent] = []
+    while True:
+        word = cur.read_keyword("NOTIFY event")
+        name = NOTIFY_EVENTS.get(word, word)
+        atts: list[FetchAttribute] = []
+        if name == "MessageNew" and cur.try_sp():
+            if cur.try_open_list():
+                while True:
+                    atts.append(parse_fetch_att(cur))
+                    if cur.try_close_list():
+                        break
+                    cur.sp()
+                if cur.try_close_list():
+                    events.append(c.NotifyEvent(name=name, fetch_attributes=tuple(atts)))
+                    return tuple(events)
+                cur.sp()
+            events.append(c.NotifyEvent(name=name, fetch_attributes=tuple(atts)))
+            continue
+        events.append(c.NotifyEvent(name=name))
+        if cur.try_close_list():
+            return tuple(events)
+        cur.sp()
+
+
+def _notify(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
+    """RFC 5465 ``NOTIFY NONE`` / ``NOTIFY SET [STATUS] 1*(SP event-group)``."""
+    cur.sp()
+    verb = cur.read_keyword("NOTIFY SET or NONE")
+    if verb == "NONE":
+        return c.NotifyCommand(tag=tag, name=name, none=True)
+    if verb != "SET":
+        raise ImapSyntaxError("Expected NOTIFY SET or NOTIFY NONE")
+    cur.sp()
+    status = False
+    if cur.peek_word() == "STATUS":
+        cur.read_atom()
+        status = True
+        cur.sp()
+    groups: list[c.NotifyEventGroup] = []
+    while True:
+        cur.open_list()
+        flt = cur.read_keyword("filter-mailboxes").lower()
+        boxes: list[str] = []
+        if flt in NOTIFY_MAILBOX_FILTERS:
+            cur.sp()
+            if cur.try_open_list():
+                while True:
+                    boxes.append(cur.read_mailbox())
+                    if cur.try_close_list():
+                        break
+                    cur.sp()
+            else:
+                boxes.append(cur.read_mailbox())
+        elif flt not in NOTIFY_FILTERS:
+            raise ImapSyntaxError(f"Unknown NOTIFY filter {flt}")
+        cur.sp()
+        events = _notify_events(cur)
+        cur.close_list()
+        groups.append(c.NotifyEventGroup(filter=flt, mailboxes=tuple(boxes), events=events))
+        if not cur.try_sp():
+            break
+    return c.NotifyCommand(tag=tag, name=name, status=status, groups=tuple(groups))
+
+
+def _cancelupdate(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
+    """RFC 5267 ``CANCELUPDATE 1*(SP quoted)`` (any string form accepted)."""
+    tags: list[str] = []
+    while True:
+        cur.sp()
+        tags.append(cur.read_astring_str("tag"))
+        if cur.at_end():
+            break
+    return c.CancelUpdateCommand(tag=tag, name=name, tags=tuple(tags))
 
 
 HANDLERS: dict[str, Handler] = {
@@ -738,6 +1009,9 @@ HANDLERS: dict[str, Handler] = {
     "SETQUOTA": _setquota,
     "GETMETADATA": _getmetadata,
     "SETMETADATA": _setmetadata,
+    "RESETKEY": _resetkey,
+    "GENURLAUTH": _genurlauth,
+    "URLFETCH": _urlfetch,
     "CHECK": _noarg(c.CheckCommand),
     "CLOSE": _noarg(c.CloseCommand),
     "UNSELECT": _noarg(c.UnselectCommand),
@@ -750,6 +1024,8 @@ HANDLERS: dict[str, Handler] = {
     "SORT": _sort,
     "THREAD": _thread,
     "ESEARCH": _esearch,
+    "CANCELUPDATE": _cancelupdate,
+    "NOTIFY": _notify,
 }
 
 

@@ -91,6 +91,14 @@ class AppendContext:
     internal_date: _dt.datetime | None
     index: int  # 0 for the first message, 1.. for MULTIAPPEND's further ones
     utf8: bool  # sent as UTF8 (~{n}) (RFC 6855)
+    part: int = -1  # CATENATE (RFC 4469): this TEXT part's number in the message, else -1
+    literal: int = 0  # the literal's number in the command (CATENATE continuations)
+
+    @property
+    def stream_index(self) -> int:
+        """The ``index`` of the literal's LiteralStart/Chunk/End events: the message index,
+        or ``-(literal + 1)`` for a CATENATE TEXT part (unique within the command)."""
+        return self.index if self.part < 0 else -(self.literal + 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -507,7 +507,7 @@ class ImapParser:
                 LiteralStart(
                     tag=self._lit_tag,
                     command=ctx.command,
-                    index=a.index,
+                    index=a.stream_index,
                     size=lit.size,
                     mailbox=a.mailbox,
                     flags=a.flags,
@@ -526,7 +526,7 @@ class ImapParser:
         if take:
             if self._lit_how == _STREAM:
                 ctx = self._lit_ctx
-                index = ctx.append.index if ctx is not None and ctx.append is not None else 0
+                index = ctx.append.stream_index if ctx is not None and ctx.append is not None else 0
                 events.append(LiteralChunk(tag=self._lit_tag, index=index, data=bytes(data[:take])))
             elif self._lit_how == _INLINE:
                 self._lit_data += data[:take]
@@ -544,7 +544,7 @@ class ImapParser:
         if how == _STREAM:
             lit.streamed = True
             ctx = self._lit_ctx
-            index = ctx.append.index if ctx is not None and ctx.append is not None else 0
+            index = ctx.append.stream_index if ctx is not None and ctx.append is not None else 0
             events.append(LiteralEnd(tag=self._lit_tag, index=index, size=lit.size))
         else:
             lit.data = bytes(self._lit_data)

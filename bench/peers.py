@@ -1,0 +1,511 @@
+"""Start and stop the servers under test: Columba (``columba serve``, embedded storage) and
+Debian's Dovecot 2.3 as its own throwaway instance.
+
+Both run on 127.0.0.1 on free private ports, with the same passwd-file accounts (``{PLAIN}``
+passwords, so neither spends the run hashing), the same CPU set (``taskset``, inherited by
+every process they fork) and the same worker count (``columba_workers`` = the cores they get;
+Dovecot starts a process per connection or login as it does by default). Dovecot gets its fast
+("high-performance") login mode, ``service_count = 0`` and ``process_min_avail = 2``, and
+maildir storage; IMAP hibernation lets idle IMAP connections leave their per-connection
+process, Dovecot's own answer to many idle clients.
+
+Every server process belongs to the session started for it, so ``Peer.memory()`` and
+``Peer.cpu_seconds()`` add up all of them (with the CPU of children already reaped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import REPO
+
+FIRST_UID = 30000
+DOVECOT_PACKAGES = ("dovecot-imapd", "dovecot-lmtpd", "dovecot-pop3d")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Peer:
+    """A running server under test."""
+
+    name: str
+    label: str
+    host: str
+    imap_port: int
+    lmtp_port: int
+    root: Path
+    proc: subprocess.Popen[bytes]
+    version: str
+    log_path: Path
+    notes: list[str] = field(default_factory=list)
+
+    def pids(self) -> list[int]:
+        """Every live process of this server (its session)."""
+        return [pid for pid, sid in _sessions() if sid == self.proc.pid]
+
+    def memory(self) -> dict[str, float]:
+        """Resident memory of the whole server in MiB: summed RSS and summed PSS."""
+        rss = pss = 0
+        pids = self.pids()
+        for pid in pids:
+            try:
+                text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        return {"rss_mb": rss / 1024, "pss_mb": pss / 1024, "processes": len(pids)}
+
+    def cpu_seconds(self) -> float:
+        """CPU time of the server's processes so far (user + system, reaped children included)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            total += sum(int(x) for x in fields[11:15])
+        return total / TICKS
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _sessions() -> Iterable[tuple[int, int]]:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        yield int(entry), int(fields[3])
+
+
+def _taskset(cpus: set[int]) -> list[str]:
+    """Command prefix pinning a server (and everything it forks) to ``cpus``."""
+    binary = shutil.which("taskset")
+    return [binary, "-c", ",".join(map(str, sorted(cpus)))] if binary else []
+
+
+def _greets(port: int, prefix: bytes) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.settimeout(5)
+            line = b""
+            while not line.endswith(b"\r\n"):
+                chunk = sock.recv(4096)
+                if not chunk:
+                    return False
+                line += chunk
+            return line.startswith(prefix)
+    except OSError:
+        return False
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], ports: dict[str, int], log: Path, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not (_greets(ports["imap"], b"* OK [CAPABILITY ") and _greets(ports["lmtp"], b"220")):
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise RuntimeError(f"{what} exited ({proc.returncode}): {tail}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start listening within 60s")
+        time.sleep(0.1)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _workdir(prefix: str) -> Path:
+    # short: Dovecot's unix sockets live under it (108-byte path limit)
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root.chmod(0o755)
+    return root
+
+
+COLUMBA_EXTRA = """
+log_path = {root}/columba.log
+auth_failure_delay = 0
+columba_workers = {workers}
+mail_max_userip_connections = 100000
+"""
+
+
+def start_columba(users: Iterable[str], password: str, cpus: set[int]) -> Peer:
+    """``columba serve`` with the demo single-node configuration (embedded storage)."""
+    from columba.demo import prepare
+
+    root = _workdir("cb-columba-")
+    ports = {"imap": free_port(), "imaps": free_port(), "lmtp": free_port()}
+    conf = prepare(root / "data", ports=ports)
+    data = conf.parent
+    with conf.open("a") as out:
+        out.write(COLUMBA_EXTRA.format(root=data, workers=len(cpus)))
+    with (data / "users").open("a") as out:
+        out.writelines(f"{user}:{{PLAIN}}{password}::::::\n" for user in users)
+    log = data / "columba.log"
+    stderr_path = data / "serve.stderr"
+    with stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*_taskset(cpus), sys.executable, "-m", "columba.cli", "serve", "-c", str(conf)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+            cwd=REPO,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not (data / "run" / "listeners.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _wait_ready(proc, ports, stderr_path, "columba serve")
+    except BaseException:
+        _kill_group(proc.pid)
+        raise
+    return Peer(
+        name="columba",
+        label="Columba (embedded storage)",
+        host="127.0.0.1",
+        imap_port=ports["imap"],
+        lmtp_port=ports["lmtp"],
+        root=root,
+        proc=proc,
+        version=_columba_version(),
+        log_path=log,
+        notes=[
+            f"columba serve, single-node config (obox on posix + SQLite dict, zstd), "
+            f"columba_workers = {len(cpus)}, auth_failure_delay = 0"
+        ],
+    )
+
+
+def _columba_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        commit = out.stdout.strip()
+    except OSError:
+        commit = ""
+    dirty = ""
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "src"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = "+local changes" if status.stdout.strip() else ""
+    except OSError:
+        pass
+    return f"git {commit}{dirty}" if commit else "unknown"
+
+
+DOVECOT_CONF = """\
+# Dovecot 2.3 instance written by Columba's bench (bench/peers.py).
+instance_name = cbench-{imap_port}
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols = imap lmtp pop3
+listen = 127.0.0.1
+shutdown_clients = yes
+default_login_user = {login_user}
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+first_valid_uid = {mail_uid}
+first_valid_gid = {mail_gid}
+default_vsz_limit = 0
+default_client_limit = {client_limit}
+
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+login_trusted_networks = 127.0.0.0/8
+auth_failure_delay = 0
+
+mail_location = maildir:~/Maildir
+namespace inbox {{
+  inbox = yes
+  separator = /
+  prefix =
+  mailbox Drafts {{
+    auto = subscribe
+    special_use = \\Drafts
+  }}
+  mailbox Junk {{
+    auto = subscribe
+    special_use = \\Junk
+  }}
+  mailbox Sent {{
+    auto = subscribe
+    special_use = \\Sent
+  }}
+  mailbox Trash {{
+    auto = subscribe
+    special_use = \\Trash
+  }}
+}}
+
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {root}/users
+  default_fields = uid={mail_uid} gid={mail_gid} home={root}/home/%u
+}}
+
+protocol imap {{
+  mail_max_userip_connections = 100000
+}}
+protocol pop3 {{
+  mail_max_userip_connections = 100000
+}}
+imap_hibernate_timeout = 5s
+
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = 2
+  client_limit = {login_client_limit}
+}}
+service pop3-login {{
+  chroot =
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = 2
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+  process_limit = 64
+}}
+service imap {{
+  process_limit = {imap_process_limit}
+  # imap-hibernate hands clients back through this socket
+  unix_listener imap-master {{
+    mode = 0666
+  }}
+}}
+service imap-hibernate {{
+  process_limit = 8
+  client_limit = {hibernate_client_limit}
+  # imap processes run as the mail user, who must reach this socket to hibernate
+  unix_listener imap-hibernate {{
+    mode = 0666
+  }}
+}}
+service anvil {{
+  chroot =
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+  client_limit = {anvil_client_limit}
+}}
+service auth {{
+  client_limit = {anvil_client_limit}
+}}
+service stats {{
+  client_limit = {anvil_client_limit}
+}}
+"""
+
+
+def dovecot_binary() -> str | None:
+    return shutil.which("dovecot") or (
+        "/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None
+    )
+
+
+def ensure_dovecot() -> str:
+    """Dovecot's binary, installing Debian's packages first if one is missing (as root)."""
+    missing = [
+        name
+        for name, binary in zip(DOVECOT_PACKAGES, ("imap", "lmtp", "pop3"), strict=True)
+        if not Path(f"/usr/lib/dovecot/{binary}").exists()
+    ]
+    if missing or dovecot_binary() is None:
+        if os.geteuid() != 0:
+            raise RuntimeError(f"Dovecot packages missing ({' '.join(missing)}); install them")
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", *DOVECOT_PACKAGES],
+            check=True,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            timeout=600,
+        )
+    binary = dovecot_binary()
+    if binary is None:
+        raise RuntimeError("dovecot is not installed")
+    return binary
+
+
+def start_dovecot(users: Iterable[str], password: str, cpus: set[int], max_clients: int) -> Peer:
+    """A throwaway Dovecot instance with maildir storage and the fast login mode."""
+    binary = ensure_dovecot()
+    root = _workdir("cb-dovecot-")
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        login_user, internal_user, internal_group = "dovenull", "dovecot", "dovecot"
+        mail_uid, mail_gid = nobody.pw_uid, nobody.pw_gid
+    else:
+        me = pwd.getpwuid(os.geteuid())
+        login_user = internal_user = me.pw_name
+        import grp
+
+        internal_group = grp.getgrgid(os.getegid()).gr_name
+        mail_uid, mail_gid = os.geteuid(), os.getegid()
+    for sub in ("run", "state", "home"):
+        (root / sub).mkdir(mode=0o755)
+    passwd = root / "users"
+    if os.geteuid() == 0:
+        # one uid per mail user: inotify instances (fs.inotify.max_user_instances, 128 here)
+        # are counted per uid, and IDLE/hibernation need one per connection
+        passwd.write_text(
+            "".join(
+                f"{user}:{password}:{FIRST_UID + i}:{mail_gid}::::\n"
+                for i, user in enumerate(users)
+            )
+        )
+        mail_uid = FIRST_UID
+        internal = pwd.getpwnam(internal_user)
+        os.chown(passwd, internal.pw_uid, internal.pw_gid)
+        (root / "home").chmod(0o1777)
+    else:
+        passwd.write_text("".join(f"{user}:{password}::::::\n" for user in users))
+    passwd.chmod(0o600)
+    ports = {"imap": free_port(), "lmtp": free_port(), "pop3": free_port()}
+    clients = max_clients + 200
+    conf = root / "dovecot.conf"
+    conf.write_text(
+        DOVECOT_CONF.format(
+            root=root,
+            imap_port=ports["imap"],
+            lmtp_port=ports["lmtp"],
+            pop3_port=ports["pop3"],
+            login_user=login_user,
+            internal_user=internal_user,
+            internal_group=internal_group,
+            mail_uid=mail_uid,
+            mail_gid=mail_gid,
+            client_limit=1000,
+            login_client_limit=min(clients, 15000),
+            imap_process_limit=min(clients, 4000),
+            hibernate_client_limit=min(clients, 6000),
+            anvil_client_limit=clients + 4000,
+        )
+    )
+    log = root / "dovecot.log"
+    proc = subprocess.Popen(
+        [*_taskset(cpus), binary, "-F", "-c", str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+        start_new_session=True,
+    )
+    try:
+        _wait_ready(proc, ports, log, "dovecot")
+    except BaseException:
+        _kill_group(proc.pid)
+        raise
+    version = subprocess.run(
+        [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout.strip()
+    return Peer(
+        name="dovecot",
+        label="Dovecot (maildir)",
+        host="127.0.0.1",
+        imap_port=ports["imap"],
+        lmtp_port=ports["lmtp"],
+        root=root,
+        proc=proc,
+        version=f"Debian {version}",
+        log_path=log,
+        notes=[
+            "fast login mode: service imap-login/pop3-login { service_count = 0 "
+            "process_min_avail = 2 } (Debian's default, one login process per connection, "
+            "is roughly half as fast)",
+            "maildir (mail_location = maildir:~/Maildir), passwd-file users (scheme=PLAIN, "
+            "one uid per user so that the per-uid inotify limit does not push IDLE into "
+            "30 s polling), "
+            "auth_failure_delay = 0, ssl = no, default fsync (optimized)",
+            "one imap process per connection (Dovecot's default, client_limit = 1); idle "
+            "connections hibernate after imap_hibernate_timeout = 5s into imap-hibernate "
+            f"(client_limit {min(clients, 6000)}, up to 8 processes)",
+        ],
+    )
+
+
+def describe(peer: Peer) -> dict[str, object]:
+    return {"name": peer.name, "label": peer.label, "version": peer.version, "notes": peer.notes}
+
+
+def dump_state(peer: Peer) -> str:
+    return json.dumps(describe(peer))
