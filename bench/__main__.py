@@ -1,9 +1,10 @@
 """``python -m bench``: run the workloads against Columba and Dovecot, write the report.
 
 Options: ``--quick`` (small sizes, under two minutes, results under ``bench/results/quick/``),
-``--only imap,lmtp,big,idle`` (a subset), ``--peers columba,dovecot``, ``--cores N`` (CPU set
-both servers are pinned to; default all), ``--out DIR``. Full mode writes ``bench/results/``.
-Each peer is started fresh, runs the chosen workloads one after another, and is stopped.
+``--only imap,lmtp,big,idle,fetch`` (a subset), ``--peers columba,dovecot,columba-s3pg``
+(``columba-s3pg``: Columba on S3 (SeaweedFS) + PostgreSQL), ``--cores N`` (CPU set the servers
+are pinned to; default all), ``--out DIR``. Full mode writes ``bench/results/``. Each peer is
+started fresh, runs the chosen workloads one after another, and is stopped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import big_mailbox, idle_rest, load_imap, load_lmtp, report
+from bench import big_mailbox, idle_rest, load_fetch, load_imap, load_lmtp, report
 from bench.common import (
     PASSWORD,
     load_corpus,
@@ -29,9 +30,10 @@ from bench.common import (
     seed_users,
     user_name,
 )
-from bench.peers import Peer, describe, start_columba, start_dovecot
+from bench.peers import Peer, describe, start_columba, start_columba_s3pg, start_dovecot
 
-WORKLOADS = ("imap", "lmtp", "big", "idle")
+WORKLOADS = ("imap", "lmtp", "big", "idle", "fetch")
+PEERS = ("columba", "dovecot", "columba-s3pg")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -50,6 +52,10 @@ class Sizes:
     big_reps: int = 3
     idle_clients: tuple[int, ...] = (1000, 10_000)
     idle_settle: float = 10.0
+    fetch_messages: int = 5000
+    fetch_clients: int = 8
+    fetch_chunk: int = 100
+    fetch_seconds: float = 15.0
     processes: int = field(default_factory=load_processes)
 
 
@@ -66,6 +72,9 @@ QUICK = Sizes(
     big_reps=1,
     idle_clients=(200,),
     idle_settle=7.0,
+    fetch_messages=2000,
+    fetch_clients=4,
+    fetch_seconds=4.0,
 )
 
 
@@ -80,6 +89,7 @@ def _users(sizes: Sizes, only: set[str]) -> dict[str, list[str]]:
         "lmtp": [user_name("lmtp", i) for i in range(sizes.lmtp_users if "lmtp" in only else 0)],
         "big": [user_name("big", 0)] if "big" in only else [],
         "idle": [user_name("idle", i) for i in range(idle_users)],
+        "fetch": [user_name("fetch", 0)] if "fetch" in only else [],
     }
 
 
@@ -139,6 +149,7 @@ def run_peer(
 
             def lmtp(c: int = connections, r: int = recipients) -> dict[str, Any]:
                 cpu0 = peer.cpu_seconds()
+                backend0 = peer.backend_cpu_seconds()
                 result = load_lmtp.run_lmtp(
                     peer.host,
                     peer.lmtp_port,
@@ -151,6 +162,7 @@ def run_peer(
                 )
                 summary = load_lmtp.summarize(result, r, peer.cpu_seconds() - cpu0, cores)
                 summary.update(connections=c, recipients=r)
+                _backend_share(summary, peer, backend0, cores)
                 return summary
 
             key = f"lmtp_c{connections}_r{recipients}"
@@ -200,7 +212,75 @@ def run_peer(
                 f"PSS {item.get('memory_idle', {}).get('pss_mb', 0):.0f} MiB, "
                 f"notify all {item.get('notify_all_s')}, errors {item.get('errors')}"
             )
+    if "fetch" in only:
+        log(f"{peer.name}: FETCH throughput ({sizes.fetch_messages} messages)")
+        guarded("fetch", lambda: run_fetch(peer, sizes, users["fetch"][0], corpus, cores))
+        item = out["fetch"]
+        for phase, stats in item.get("phases", {}).items():
+            log(
+                f"{peer.name} fetch {phase}: {stats['messages_per_sec']:.0f} msg/s, "
+                f"{stats['mb_per_sec']:.1f} MB/s, errors {stats['errors']}"
+            )
     return out
+
+
+def _backend_share(summary: dict[str, Any], peer: Peer, backend0: float | None, cores: int) -> None:
+    backend1 = peer.backend_cpu_seconds()
+    if backend0 is not None and backend1 is not None:
+        summary["backend_cpu_share"] = (backend1 - backend0) / (summary["elapsed_s"] * cores)
+
+
+def run_fetch(
+    peer: Peer, sizes: Sizes, user: str, corpus: list[bytes], cores: int
+) -> dict[str, Any]:
+    """The FETCH workload: seed, then bodies and headers (timed), then one cold-cache pass."""
+    seed_s, exists = load_fetch.seed(
+        peer.host, peer.imap_port, user=user, count=sizes.fetch_messages, corpus=corpus
+    )
+    log(f"{peer.name}: fetch mailbox seeded ({exists} messages) in {seed_s:.1f}s")
+    phases: dict[str, dict[str, Any]] = {}
+    plan = [
+        ("body", load_fetch.ITEMS["body"], False),
+        ("header", load_fetch.ITEMS["header"], False),
+        ("body_pass", load_fetch.ITEMS["body"], True),
+    ]
+    dropped = 0
+    for phase, item, one_pass in plan:
+        if one_pass:
+            dropped = peer.drop_cache()
+        cpu0, backend0 = peer.cpu_seconds(), peer.backend_cpu_seconds()
+        result = load_fetch.run_fetch(
+            peer.host,
+            peer.imap_port,
+            user=user,
+            password=PASSWORD,
+            exists=exists,
+            clients=sizes.fetch_clients,
+            chunk=sizes.fetch_chunk,
+            item=item,
+            seconds=max(sizes.fetch_seconds * 10, 60.0) if one_pass else sizes.fetch_seconds,
+            processes=sizes.processes,
+            one_pass=one_pass,
+        )
+        backend1 = peer.backend_cpu_seconds()
+        phases[phase] = load_fetch.summarize(
+            result,
+            peer.cpu_seconds() - cpu0,
+            None if backend0 is None or backend1 is None else backend1 - backend0,
+            cores,
+        )
+    samples = [s for stats in phases.values() for s in stats["error_samples"]]
+    return {
+        "messages": exists,
+        "mailbox_mb": phases["body_pass"]["bytes"] / 1e6,
+        "clients": sizes.fetch_clients,
+        "chunk": sizes.fetch_chunk,
+        "seed_s": seed_s,
+        "cache_files_dropped": dropped,
+        "phases": phases,
+        "errors": sum(int(stats["errors"]) for stats in phases.values()),
+        "error_samples": samples[:5],
+    }
 
 
 def run(
@@ -229,6 +309,8 @@ def run(
         log(f"starting {name} on CPUs {sorted(cpus)}")
         if name == "columba":
             peer = start_columba(all_users, PASSWORD, cpus)
+        elif name == "columba-s3pg":
+            peer = start_columba_s3pg(all_users, PASSWORD, cpus)
         elif name == "dovecot":
             peer = start_dovecot(all_users, PASSWORD, cpus, max_clients)
         else:
@@ -272,8 +354,8 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, < 2 min")
-    parser.add_argument("--only", default=",".join(WORKLOADS), help="imap,lmtp,big,idle")
-    parser.add_argument("--peers", default="columba,dovecot", help="columba,dovecot")
+    parser.add_argument("--only", default=",".join(WORKLOADS), help=",".join(WORKLOADS))
+    parser.add_argument("--peers", default="columba,dovecot", help=",".join(PEERS))
     parser.add_argument("--cores", type=int, default=None, help="CPUs both servers get")
     parser.add_argument("--out", type=Path, default=None, help="report directory")
     parser.add_argument(
@@ -291,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown workloads: {', '.join(sorted(unknown))}")
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = set(peers) - set(PEERS)
+    if unknown:
+        parser.error(f"unknown peers: {', '.join(sorted(unknown))}")
     data = run(quick=args.quick, only=only, peers=peers, cores=args.cores, out_dir=args.out)
     print(report.markdown(data))
     return 0

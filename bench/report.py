@@ -7,6 +7,10 @@ higher; time and memory: lower). The chart shows every ratio turned into "Columb
 to Dovecot, > 1 = Columba better" (throughput ratio as is, time/memory ratios inverted).
 Targets from the issue are checked here and reported, never asserted. The PNG is drawn with
 matplotlib when it is installed (``.venv/bin/pip install matplotlib``); otherwise skipped.
+
+When the ``columba-s3pg`` peer ran, a second table compares Columba on the object-storage stack
+(S3 on SeaweedFS + PostgreSQL) with Columba on posix + SQLite, ratio s3pg ÷ posix, for the
+LMTP and FETCH workloads (``storage_summary`` in results.json).
 """
 
 from __future__ import annotations
@@ -18,6 +22,15 @@ from typing import Any
 from bench.load_imap import OPS
 
 Row = dict[str, Any]
+Metric = tuple[str, str, float | None, float | None, str, str]
+
+POSIX, S3PG = "columba", "columba-s3pg"
+STORAGE_TITLE = "Object storage stack: S3 (SeaweedFS) + PostgreSQL vs posix + SQLite"
+FETCH_PHASES = {
+    "body": "FETCH bodies (BODY.PEEK[])",
+    "header": "FETCH headers (BODY.PEEK[HEADER])",
+    "body_pass": "FETCH bodies, one pass after emptying the local cache",
+}
 
 
 def _get(data: dict[str, Any], peer: str, key: str) -> dict[str, Any] | None:
@@ -64,12 +77,126 @@ def _errors(item: dict[str, Any] | None) -> int | None:
     return None if item is None else int(item.get("errors", 0))
 
 
+def _num(item: dict[str, Any] | None, field: str) -> float | None:
+    value = None if item is None else item.get(field)
+    return value if isinstance(value, int | float) else None
+
+
+def _workload_order(key: str) -> int:
+    return next(
+        (i for i, p in enumerate(("imap", "lmtp", "big", "idle", "fetch")) if key.startswith(p)), 9
+    )
+
+
+def _lmtp_name(key: str) -> str:
+    _, conns, rcpts = key.split("_")
+    return f"LMTP, {conns[1:]} conn, {rcpts[1:]} rcpt"
+
+
+def _fetch_metrics(a: dict[str, Any] | None, b: dict[str, Any] | None) -> list[Metric]:
+    """FETCH rows for two peers' ``fetch`` results: per phase msg/s, MB/s, chunk p50, errors."""
+    item = a or b or {}
+    out: list[Metric] = []
+    for phase, title in FETCH_PHASES.items():
+        pa = (a or {}).get("phases", {}).get(phase)
+        pb = (b or {}).get("phases", {}).get(phase)
+        if pa is None and pb is None:
+            continue
+        name = f"{title}, {item.get('messages')} msgs, {item.get('clients')} clients"
+        out += [
+            (
+                name,
+                "messages/s",
+                _num(pa, "messages_per_sec"),
+                _num(pb, "messages_per_sec"),
+                "higher",
+                "1/s",
+            ),
+            (name, "MB/s", _num(pa, "mb_per_sec"), _num(pb, "mb_per_sec"), "higher", ""),
+            (
+                name,
+                f"p50 of a {item.get('chunk')}-message FETCH",
+                _num(pa, "chunk_p50_ms"),
+                _num(pb, "chunk_p50_ms"),
+                "lower",
+                "ms",
+            ),
+            (name, "errors", _num(pa, "errors"), _num(pb, "errors"), "lower", ""),
+        ]
+    return out
+
+
+def storage_summary(data: dict[str, Any]) -> list[Row]:
+    """Rows comparing the s3pg peer with the posix Columba peer (ratio = s3pg ÷ posix)."""
+    results = data["results"]
+    if S3PG not in results:
+        return []
+    keys = sorted(
+        (k for k in results[S3PG] if k.startswith("lmtp_") or k == "fetch"), key=_workload_order
+    )
+    metrics: list[Metric] = []
+    for key in keys:
+        posix, s3pg = _get(data, POSIX, key), _get(data, S3PG, key)
+        if key == "fetch":
+            metrics += _fetch_metrics(posix, s3pg)
+            continue
+        name = _lmtp_name(key)
+        metrics += [
+            (
+                name,
+                "messages/s",
+                _num(posix, "messages_per_sec"),
+                _num(s3pg, "messages_per_sec"),
+                "higher",
+                "1/s",
+            ),
+            (
+                name,
+                "deliveries/s (per recipient)",
+                _num(posix, "deliveries_per_sec"),
+                _num(s3pg, "deliveries_per_sec"),
+                "higher",
+                "1/s",
+            ),
+            (
+                name,
+                "p50 of a transaction",
+                _num(posix, "p50_ms"),
+                _num(s3pg, "p50_ms"),
+                "lower",
+                "ms",
+            ),
+            (
+                name,
+                "p99 of a transaction",
+                _num(posix, "p99_ms"),
+                _num(s3pg, "p99_ms"),
+                "lower",
+                "ms",
+            ),
+            (name, "errors", _num(posix, "errors"), _num(s3pg, "errors"), "lower", ""),
+        ]
+    return [
+        {
+            "workload": workload,
+            "metric": metric,
+            "unit": unit,
+            "posix": posix_value,
+            "s3pg": s3pg_value,
+            "ratio": None if metric == "errors" else _ratio(s3pg_value, posix_value),
+            "better": better,
+        }
+        for workload, metric, posix_value, s3pg_value, better, unit in metrics
+    ]
+
+
 def summarize(data: dict[str, Any]) -> list[Row]:
     """Headline rows (ratios and targets) from the raw results."""
     rows: list[Row] = []
     keys: list[str] = []
-    for peer_results in data["results"].values():
-        keys.extend(k for k in peer_results if k not in keys)
+    for peer in ("columba", "dovecot"):
+        keys.extend(k for k in data["results"].get(peer, {}) if k not in keys)
+    keys.sort(key=_workload_order)  # stable: run order within a workload
     for key in keys:
         c, d = _get(data, "columba", key), _get(data, "dovecot", key)
         if key.startswith("imap_c"):
@@ -93,12 +220,11 @@ def summarize(data: dict[str, Any]) -> list[Row]:
             )
             rows.append(_row(name, "errors", _errors(c), _errors(d), "lower", ""))
         elif key.startswith("lmtp_"):
-            _, conns, rcpts = key.split("_")
             cv = c.get("messages_per_sec") if c else None
             dv = d.get("messages_per_sec") if d else None
             ratio = _ratio(cv, dv)
             ok = None if c is None else _errors(c) == 0 and (ratio is None or ratio >= 1.0)
-            name = f"LMTP, {conns[1:]} conn, {rcpts[1:]} rcpt"
+            name = _lmtp_name(key)
             rows.append(
                 _row(name, "messages/s", cv, dv, "higher", "1/s", "≥ 1.0× Dovecot, 0 errors", ok)
             )
@@ -177,6 +303,9 @@ def summarize(data: dict[str, Any]) -> list[Row]:
                 )
             )
             rows.append(_row(name, "errors", _errors(c), _errors(d), "lower", ""))
+        elif key == "fetch":
+            for name, metric, cv, dv, better, unit in _fetch_metrics(c, d):
+                rows.append(_row(name, metric, cv, dv, better, unit))
     return rows
 
 
@@ -226,8 +355,56 @@ def markdown(data: dict[str, Any]) -> str:
             f"{_fmt(row['columba'], unit)} | {_fmt(row['dovecot'], unit)} | {ratio} | "
             f"{row['better']} | {row['target']} | {met} |"
         )
+    if not data["summary"]:
+        lines.append("| (no Columba or Dovecot results in this run) | | | | | | | |")
+    lines += _storage_section(data)
     lines += _details(data)
     return "\n".join(lines) + "\n"
+
+
+def _storage_section(data: dict[str, Any]) -> list[str]:
+    rows = storage_summary(data)
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"## {STORAGE_TITLE}",
+        "",
+        "Columba with the object-storage issue's configuration (`@fs_defaults = s3` on a local "
+        "SeaweedFS `weed mini`, `@fs_dictmap_defaults = postgresql` on a local PostgreSQL 15, "
+        "zstd + global crypt keys, a 64 MB fscache) next to Columba's single-node "
+        "configuration (posix objects + SQLite dict), same workloads, same CPUs. "
+        "**ratio = s3pg ÷ posix** (throughput: higher is better; times: lower is better). "
+        "The S3 and PostgreSQL servers share the CPUs with Columba; their CPU is shown below "
+        "as *backend*. The one-pass FETCH empties the s3pg peer's fscache first, so every "
+        "body comes from S3 (decrypted, decompressed); the posix peer has no such cache and "
+        "reads its files from the OS page cache.",
+        "",
+        "| workload | metric | posix + SQLite | S3 + PostgreSQL | ratio | better |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        unit = row["unit"]
+        ratio = f"{row['ratio']:.2f}×" if row["ratio"] is not None else "–"
+        lines.append(
+            f"| {row['workload']} | {row['metric']}{f' ({unit})' if unit else ''} | "
+            f"{_fmt(row['posix'], unit)} | {_fmt(row['s3pg'], unit)} | {ratio} | "
+            f"{row['better']} |"
+        )
+    return lines
+
+
+def _cpu_items(items: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The CPU-measured items of one peer, FETCH phases flattened (``fetch_body``, ...)."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, item in items.items():
+        if not isinstance(item, dict):
+            continue
+        if key.startswith(("imap", "lmtp")):
+            out[key] = item
+        elif key == "fetch":
+            out.update({f"fetch_{p}": v for p, v in item.get("phases", {}).items()})
+    return out
 
 
 def _details(data: dict[str, Any]) -> list[str]:
@@ -271,15 +448,20 @@ def _details(data: dict[str, Any]) -> list[str]:
         "| workload | " + " | ".join(f"{p} server | loadgen (vs {p})" for p in peers) + " |",
         "|---|" + "---:|---:|" * len(peers),
     ]
-    keys = [k for k in next(iter(results.values()), {}) if k.startswith(("imap", "lmtp"))]
-    for key in keys:
+    cpu = {peer: _cpu_items(results[peer]) for peer in peers}
+    keys: list[str] = []
+    for items in cpu.values():
+        keys.extend(k for k in items if k not in keys)
+    for key in sorted(keys, key=_workload_order):
         cells = []
         for peer in peers:
-            item = results[peer].get(key, {})
+            item = cpu[peer].get(key, {})
             server = item.get("server_cpu_share")
             loadgen = item.get("loadgen_cpu_share")
+            backend = item.get("backend_cpu_share")
             cells.append(
-                f"{server * 100:.0f}%" if server is not None else "–",
+                (f"{server * 100:.0f}%" if server is not None else "–")
+                + (f" + {backend * 100:.0f}% backend" if backend is not None else "")
             )
             cells.append(f"{loadgen * 100:.0f}%" if loadgen is not None else "–")
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
@@ -337,6 +519,8 @@ def write(data: dict[str, Any], out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     json_path = out_dir / "results.json"
+    if S3PG in data["results"]:
+        data["storage_summary"] = storage_summary(data)
     json_path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
     written.append(json_path)
     png = out_dir / "results.png"

@@ -35,7 +35,8 @@ BOB = "bob@example.com"
 CAROL = "carol@example.com"
 
 PRE_LOGIN = (
-    b"IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN AUTH=LOGIN"
+    b"IMAP4rev1 IMAP4rev2 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN "
+    b"AUTH=LOGIN"
 )
 
 SIMPLE = (
@@ -108,7 +109,9 @@ def test_greeting_capabilities_and_login(imap_server: ImapServer) -> None:
         assert lines[0] == b"* CAPABILITY " + PRE_LOGIN + b"\r\n"
         lines = c.login(ALICE)
         status = tagged_status(lines)
-        assert status.startswith(b"OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE")
+        assert status.startswith(
+            b"OK [CAPABILITY IMAP4rev1 IMAP4rev2 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE"
+        )
         caps = status.split(b"[CAPABILITY ", 1)[1].split(b"]")[0].split()
         for cap in (b"UIDPLUS", b"MOVE", b"IDLE", b"NAMESPACE", b"ESEARCH", b"SPECIAL-USE"):
             assert cap in caps

@@ -449,6 +449,9 @@ def decode_raw(text: str) -> bytes:
     return bytes(out)
 
 
+_AUTH_WAIT = b"* OK Waiting for authentication process to respond"
+
+
 class ConnectionClosedError(Exception):
     """The server closed the connection."""
 
@@ -490,6 +493,10 @@ class Connection:
             if end is not None:
                 data = bytes(self.buf[: end - 2])
                 del self.buf[:end]
+                if data.startswith(_AUTH_WAIT):
+                    # Dovecot's login process says this before its greeting when its auth
+                    # process is slow to answer (a loaded machine); it is no IMAP response.
+                    continue
                 return data.decode("utf-8", "surrogateescape")
             if self.closed:
                 raise ConnectionClosedError(bytes(self.buf).decode("utf-8", "replace"))

@@ -39,6 +39,7 @@ COLUMBA_ONLY: dict[str, str] = {
     "utf8_accept": "Dovecot 2.3 has no UTF8=ACCEPT (RFC 6855)",
     "context_sort": "Dovecot 2.3 has CONTEXT=SEARCH but not CONTEXT=SORT (RFC 5267: SORT "
     "RETURN (UPDATE) with positions in ADDTO/REMOVEFROM)",
+    "partial": "Dovecot 2.3 has no PARTIAL (RFC 9394)",
 }
 """Scripts the Dovecot oracle skips, with the reason (features Dovecot 2.3 lacks)."""
 

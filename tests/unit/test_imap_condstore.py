@@ -63,14 +63,24 @@ def test_capabilities_and_enable(tmp_path: Path) -> None:
         async with serving(tmp_path) as (connect, _sessions):
             c = await connect()
             greeting = await c.line()
-            assert b"IMAP4rev2" not in greeting  # imap4rev2_enable defaults to no
+            # imap4rev2_enable defaults to yes: advertised next to IMAP4rev1, before and
+            # after login; UTF8=ACCEPT still waits for mail_utf8_extensions
+            assert greeting.startswith(b"* OK [CAPABILITY IMAP4rev1 IMAP4rev2 SASL-IR ")
             lines = await c.cmd(f"LOGIN {USER} {PASSWORD}")
             assert b" CONDSTORE QRESYNC " in lines[-1]
-            assert b"UTF8=ACCEPT" not in lines[-1] and b"IMAP4rev2" not in lines[-1]
+            assert b"UTF8=ACCEPT" not in lines[-1] and b"IMAP4rev1 IMAP4rev2 " in lines[-1]
             lines = await c.cmd("ENABLE QRESYNC UTF8=ACCEPT IMAP4rev2")
-            assert lines[0] == b"* ENABLED QRESYNC\r\n"
+            assert lines[0] == b"* ENABLED QRESYNC IMAP4rev2\r\n"
             # QRESYNC implied CONDSTORE: nothing new to enable
             assert (await c.cmd("ENABLE CONDSTORE"))[0] == b"* ENABLED\r\n"
+
+        async with serving(tmp_path / "off", "imap4rev2_enable = no\n") as (connect, _sessions):
+            c = await connect()
+            assert b"IMAP4rev2" not in await c.line()
+            lines = await c.cmd(f"LOGIN {USER} {PASSWORD}")
+            assert b"IMAP4rev2" not in lines[-1]
+            lines = await c.cmd("ENABLE IMAP4rev2")
+            assert lines[0] == b"* ENABLED\r\n"
 
         async with serving(tmp_path / "rev2", REV2) as (connect, _sessions):
             c = await connect()
@@ -81,6 +91,7 @@ def test_capabilities_and_enable(tmp_path: Path) -> None:
             assert lines[0] == b"* ENABLED UTF8=ACCEPT IMAP4rev2\r\n"
 
     (tmp_path / "rev2").mkdir()
+    (tmp_path / "off").mkdir()
     asyncio.run(main())
 
 

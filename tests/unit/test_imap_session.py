@@ -158,8 +158,8 @@ def test_logindisabled_until_starttls(tmp_path: Path) -> None:
             c = await connect()
             greeting = await c.line()
             assert greeting == (
-                b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ "
-                b"STARTTLS LOGINDISABLED] Columba ready.\r\n"
+                b"* OK [CAPABILITY IMAP4rev1 IMAP4rev2 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE "
+                b"LITERAL+ STARTTLS LOGINDISABLED] Columba ready.\r\n"
             )
             lines = await c.cmd(f"LOGIN {USER} {PASSWORD}")
             assert _status(lines) == (

@@ -135,7 +135,9 @@ def test_diff_roundtrip(tmp_path: Path) -> None:
     try:  # only what changed: two flag changes and one new message; one expunge
         assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 3
         deletes = conn.execute("SELECT tbl FROM _bundle_deletes").fetchall()
-        assert sorted(t for (t,) in deletes) == ["message_cache", "messages"]
+        assert sorted(t for (t,) in deletes) == ["message_cache", "messages", "sort_keys"]
+        # the new message's stored sort keys, not the unchanged ones
+        assert conn.execute("SELECT count(*) FROM sort_keys").fetchone()[0] == 1
     finally:
         conn.close()
     restored = tmp_path / "restored.db"

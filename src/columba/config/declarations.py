@@ -695,7 +695,7 @@ SETTINGS: tuple[SettingDecl, ...] = (
     _s("imap_literal_minus", T.BOOL, "no", "Advertise LITERAL- instead of LITERAL+."),
     _s("imap_hibernate_timeout", T.TIME, "0", "IDLE clients are hibernated after this."),
     _s("imap_urlauth_host", T.STR, "", "URLAUTH host."),
-    _s("imap4rev2_enable", T.BOOL, "no", "Columba: advertise IMAP4rev2."),
+    _s("imap4rev2_enable", T.BOOL, "yes", "Columba: advertise IMAP4rev2 (RFC 9051)."),
     _s("mail_max_keyword_length", T.UINT, "50", "Longest keyword."),
     _s("mail_max_lock_timeout", T.TIME, "0", "Longest lock wait."),
     _s(

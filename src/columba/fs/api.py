@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "RESERVED_PREFIX",
     "Fs",
+    "FsCorrupt",
     "FsData",
     "FsError",
     "FsNoSpace",
@@ -63,6 +64,11 @@ class FsError(Exception):
 
 class FsNotFound(FsError):  # noqa: N818 - the name the API documents
     """The path does not exist."""
+
+
+class FsCorrupt(FsError):  # noqa: N818 - reads as the condition
+    """The object exists but its bytes can't be turned back into what was written
+    (truncated, a broken crypt header or chunk, a broken compressed stream)."""
 
 
 class FsTemporaryError(FsError):

@@ -29,6 +29,7 @@ import zstandard
 from columba.fs.api import (
     DEFAULT_CHUNK_SIZE,
     Fs,
+    FsCorrupt,
     FsData,
     FsError,
     FsSpec,
@@ -118,12 +119,12 @@ class _Decoder:
                         out.append(result)
                     piece = self._d.unused_data if self._d.eof else b""
         except (zstandard.ZstdError, zlib.error, OSError, EOFError, ValueError) as err:
-            raise FsError(f"corrupt {self.method} object: {err}") from err
+            raise FsCorrupt(f"corrupt {self.method} object: {err}") from err
         return out
 
     def finish(self) -> None:
         if not self._d.eof:
-            raise FsError(f"truncated {self.method} object")
+            raise FsCorrupt(f"truncated {self.method} object")
 
 
 @register_fs("compress")

@@ -55,6 +55,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from columba.fs.api import (
     DEFAULT_CHUNK_SIZE,
     Fs,
+    FsCorrupt,
     FsData,
     FsError,
     FsSpec,
@@ -143,11 +144,11 @@ def _parse_header(data: bytes, path: str) -> _Header | None:
         return None
     magic, version, chunk_size, key_id, eph_len = _FIXED.unpack_from(data)
     if magic != MAGIC:
-        raise FsError(f"{path}: not an encrypted object")
+        raise FsCorrupt(f"{path}: not an encrypted object")
     if version != VERSION:
         raise FsError(f"{path}: unsupported crypt format version {version}")
     if not 0 < chunk_size <= _MAX_CHUNK or not 0 < eph_len <= 200:
-        raise FsError(f"{path}: corrupt crypt header")
+        raise FsCorrupt(f"{path}: corrupt crypt header")
     total = _header_length(eph_len)
     if len(data) < total:
         return None
@@ -174,7 +175,7 @@ def plain_size(sealed_size: int, header_len: int, chunk_size: int) -> int:
     """Plaintext size of a sealed object of `sealed_size` bytes."""
     body = sealed_size - header_len
     if body < TAG:
-        raise FsError("truncated encrypted object")
+        raise FsCorrupt("truncated encrypted object")
     chunks = -(-body // (chunk_size + TAG))
     return body - chunks * TAG
 
@@ -213,13 +214,13 @@ class _Opener:
             peer = ec.EllipticCurvePublicKey.from_encoded_point(key.curve, header.ephemeral)
             shared = key.exchange(ec.ECDH(), peer)
         except ValueError as err:
-            raise FsError(f"{path}: corrupt crypt header (ephemeral key)") from err
+            raise FsCorrupt(f"{path}: corrupt crypt header (ephemeral key)") from err
         fixed = header.raw[: _FIXED.size + len(header.ephemeral)]
         wrap = _wrap_key(shared, fixed)
         try:
             object_key = AESGCM(wrap).decrypt(b"\0" * 12, header.wrapped, fixed)
         except InvalidTag as err:
-            raise FsError(f"{path}: can't unseal the object key (corrupt header)") from err
+            raise FsCorrupt(f"{path}: can't unseal the object key (corrupt header)") from err
         self._aead = AESGCM(object_key)
         self._header = header
         self._index = 0
@@ -232,7 +233,7 @@ class _Opener:
             out = self._aead.decrypt(nonce, chunk, self._header.raw)
         except InvalidTag as err:
             what = "truncated or corrupt" if last else "corrupt"
-            raise FsError(f"{self.path}: {what} encrypted object (chunk {self._index})") from err
+            raise FsCorrupt(f"{self.path}: {what} encrypted object (chunk {self._index})") from err
         self._index += 1
         return out
 
@@ -355,14 +356,14 @@ class CryptFs(FsWrapper):
                 return
             if opener is None:
                 if len(buf) >= len(MAGIC):  # starts with the magic, header incomplete
-                    raise FsError(f"{path}: truncated encrypted object (header)")
+                    raise FsCorrupt(f"{path}: truncated encrypted object (header)")
                 # Shorter than the magic: a tiny plain object.
                 self._check_plain(path)
                 if buf:
                     yield bytes(buf)
                 return
             if len(buf) < TAG:
-                raise FsError(f"{path}: truncated encrypted object")
+                raise FsCorrupt(f"{path}: truncated encrypted object")
             pending += opener.open(bytes(buf), True)
             for start in range(0, len(pending), chunk_size):
                 yield bytes(pending[start : start + chunk_size])
@@ -383,11 +384,11 @@ class CryptFs(FsWrapper):
             return data
         header = _parse_header(data, path)
         if header is None:
-            raise FsError(f"{path}: truncated encrypted object (header)")
+            raise FsCorrupt(f"{path}: truncated encrypted object (header)")
         opener = self._opener(header, path)
         view = memoryview(data)[header.length :]
         if len(view) < TAG:
-            raise FsError(f"{path}: truncated encrypted object")
+            raise FsCorrupt(f"{path}: truncated encrypted object")
         sealed = opener.sealed_chunk
         out = []
         last_start = (len(view) - 1) // sealed * sealed
@@ -414,5 +415,5 @@ class CryptFs(FsWrapper):
             return st
         header = _parse_header(bytes(head), path)
         if header is None:
-            raise FsError(f"{path}: truncated encrypted object (header)")
+            raise FsCorrupt(f"{path}: truncated encrypted object (header)")
         return FsStat(plain_size(st.size, header.length, header.chunk_size), st.mtime)

@@ -54,6 +54,7 @@ POST_LOGIN: tuple[str, ...] = (
     "STATUS=SIZE",
     "SAVEDATE",
     "OBJECTID",
+    "PARTIAL",
 )
 """After login, without LITERAL+/LITERAL- and APPENDLIMIT (added per session)."""
 

@@ -48,11 +48,12 @@ async def append(session: ImapSession, cmd: c.AppendCommand) -> Reply:
         )
     if not requests:
         raise CommandError("BAD", "Missing message.")
+    target = session.mailbox_arg(cmd.mailbox)  # NFC with UTF-8 names (RFC 9051 §5.1)
     try:
-        results = await user.append(cmd.mailbox, requests)
+        results = await user.append(target, requests)
     except StorageError as exc:
         if exc.imap_code == "NONEXISTENT":
-            return Reply("NO", f"Mailbox doesn't exist: {cmd.mailbox}", "TRYCREATE")
+            return Reply("NO", f"Mailbox doesn't exist: {target}", "TRYCREATE")
         raise
     session.counters["appended"] += len(results)
     if not results:

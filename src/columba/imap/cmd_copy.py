@@ -1,6 +1,7 @@
 """COPY and MOVE (RFC 6851), by sequence number or UID, answered with RFC 4315 COPYUID.
 
-A missing destination is ``NO [TRYCREATE]``. MOVE sends ``* OK [COPYUID ...]`` first, then
+A missing destination is ``NO [TRYCREATE]``; with UTF-8 names (UTF8=ACCEPT, IMAP4rev2) the
+destination is taken in NFC (RFC 9051 §5.1). MOVE sends ``* OK [COPYUID ...]`` first, then
 the EXPUNGE responses of the moved messages (the sync after the command), then the tagged OK.
 """
 
@@ -42,12 +43,13 @@ def _trycreate(exc: StorageError, mailbox: str) -> Reply | None:
 async def copy(session: ImapSession, cmd: c.CopyCommand) -> Reply:
     sel = session.require_selected()
     pairs = session.resolve(cmd.sequence_set, uid=cmd.uid)
+    target = session.mailbox_arg(cmd.mailbox)
     if not pairs:
         return Reply("OK", "No messages found." if cmd.uid else "Copy completed.")
     try:
-        result = await sel.view.copy([u for _, u in pairs], cmd.mailbox)
+        result = await sel.view.copy([u for _, u in pairs], target)
     except StorageError as exc:
-        refused = _trycreate(exc, cmd.mailbox)
+        refused = _trycreate(exc, target)
         if refused is None:
             raise
         return refused
@@ -60,14 +62,15 @@ async def copy(session: ImapSession, cmd: c.CopyCommand) -> Reply:
 async def move(session: ImapSession, cmd: c.MoveCommand) -> Reply:
     sel = session.require_selected()
     pairs = session.resolve(cmd.sequence_set, uid=cmd.uid)
+    target = session.mailbox_arg(cmd.mailbox)
     if sel.readonly:
         return Reply("NO", "Mailbox is read-only.", "CANNOT")
     if not pairs:
         return Reply("OK", "No messages found." if cmd.uid else "Move completed.")
     try:
-        result = await sel.view.move([u for _, u in pairs], cmd.mailbox)
+        result = await sel.view.move([u for _, u in pairs], target)
     except StorageError as exc:
-        refused = _trycreate(exc, cmd.mailbox)
+        refused = _trycreate(exc, target)
         if refused is None:
             raise
         return refused

@@ -1,7 +1,9 @@
 """FETCH and UID FETCH: every RFC 3501 item (BODY[section]<partial>, BODY.PEEK, BODY,
 BODYSTRUCTURE, ENVELOPE, RFC822, RFC822.HEADER, RFC822.TEXT, RFC822.SIZE, INTERNALDATE, FLAGS,
 UID) plus MODSEQ, EMAILID/THREADID (RFC 8474), SAVEDATE (RFC 8514) and BINARY/BINARY.SIZE
-(RFC 3516).
+(RFC 3516); the modifiers CHANGEDSINCE/VANISHED (RFC 7162) and PARTIAL (RFC 9394, UID FETCH).
+RFC822, RFC822.HEADER and RFC822.TEXT stay answered in IMAP4rev2 sessions too (RFC 9051
+deprecates them but keeps them in the grammar).
 
 Speed: the set is handled in batches; each batch asks the storage for all its records at once
 and, when needed, for all cached parses (envelope, bodystructure, header block) in one index
@@ -18,6 +20,7 @@ import asyncio
 from collections.abc import Sequence
 
 from columba.imap.cmd_binary import BinaryData, UnknownCte, binary_section, literal_prefix
+from columba.imap.cmd_search import partial_slice
 from columba.imap.condstore import enable_condstore, note_modseq, vanished_line
 from columba.imap.session import CommandError, ImapSession, Reply
 from columba.proto.imap import commands as c
@@ -97,6 +100,11 @@ async def fetch(session: ImapSession, cmd: c.FetchCommand) -> Reply:
         atts.insert(0, FetchAttribute("UID"))
     if cmd.changedsince is not None or any(a.name == "MODSEQ" for a in atts):
         pairs = await _condstore_fetch(session, cmd, pairs, atts)
+    if cmd.partial is not None:
+        # RFC 9394 §3.3: the n-th to m-th (or last) messages of the UID set, in UID order,
+        # counting only messages that exist (and changed, with CHANGEDSINCE)
+        gone = sel.pending_expunges
+        pairs = partial_slice(cmd.partial, [p for p in pairs if p[1] not in gone])
     need_parsed, need_raw = _needs(atts)
     sets_seen = not sel.readonly and any(a.sets_seen for a in atts)
     wants_flags = any(a.name == "FLAGS" for a in atts)

@@ -150,7 +150,7 @@ def _new_name(name: str) -> str:
 def _given_name(session: ImapSession, name: str) -> str:
     """An existing mailbox's name as given: with UTF-8 names (UTF8=ACCEPT, IMAP4rev2) a
     denormalised name means its NFC form, the only form CREATE and RENAME store."""
-    return unicodedata.normalize("NFC", name) if session.utf8 else name
+    return session.mailbox_arg(name)
 
 
 def _list_line(name: str, sep: str, *, flags: tuple[str, ...] = (), old: str | None) -> bytes:
@@ -226,13 +226,15 @@ async def _has_children(user: MailUser, name: str) -> bool:
 
 async def subscribe(session: ImapSession, cmd: c.SubscribeCommand) -> Reply:
     user = session.require_user()
-    await user.set_subscribed(_strip_separator(cmd.mailbox, user.separator), True)
+    name = _given_name(session, _strip_separator(cmd.mailbox, user.separator))
+    await user.set_subscribed(name, True)
     return Reply("OK", "Subscribe completed.")
 
 
 async def unsubscribe(session: ImapSession, cmd: c.UnsubscribeCommand) -> Reply:
     user = session.require_user()
-    await user.set_subscribed(_strip_separator(cmd.mailbox, user.separator), False)
+    name = _given_name(session, _strip_separator(cmd.mailbox, user.separator))
+    await user.set_subscribed(name, False)
     return Reply("OK", "Unsubscribe completed.")
 
 
@@ -385,7 +387,12 @@ async def list_command(session: ImapSession, cmd: c.ListCommand) -> Reply:
     sel_special = "SPECIAL-USE" in selection
     recursive = "RECURSIVEMATCH" in selection
     show_subscribed = cmd.extended and (sel_subscribed or "SUBSCRIBED" in returns)
-    regexes = [pattern_regex(_combine(cmd.reference, p, sep), sep) for p in cmd.patterns if p]
+    reference = _given_name(session, cmd.reference)
+    regexes = [
+        pattern_regex(_combine(reference, _given_name(session, p), sep), sep)
+        for p in cmd.patterns
+        if p
+    ]
     boxes = await user.list_mailboxes()
     entries = _with_parents(boxes, sep)
     subscribed_names = {b.name for b in boxes if b.subscribed}
@@ -447,7 +454,8 @@ async def lsub(session: ImapSession, cmd: c.LsubCommand) -> Reply:
     if cmd.pattern == "":
         session.write(b"* LSUB (\\Noselect) " + sep_wire + b' ""\r\n')
         return Reply("OK", "Lsub completed.")
-    rx = [pattern_regex(_combine(cmd.reference, cmd.pattern, sep), sep)]
+    pattern = _combine(_given_name(session, cmd.reference), _given_name(session, cmd.pattern), sep)
+    rx = [pattern_regex(pattern, sep)]
     boxes = await user.list_mailboxes()
     by_name = {b.name: b for b in boxes}
     subscribed = [b.name for b in boxes if b.subscribed]

@@ -148,7 +148,7 @@ async def getmetadata(session: ImapSession, cmd: c.GetMetadataCommand) -> Reply:
         return Reply("BAD", f"Unknown command {cmd.display_name}.")
     user = session.require_user()
     entries = list(dict.fromkeys(check_entry(e, cmd.name) for e in cmd.entries))
-    mailbox = _target(user, cmd.mailbox)
+    mailbox = _target(user, session.mailbox_arg(cmd.mailbox))
     depth = cmd.depth
     stored = await user.get_metadata(mailbox, entries, descendants=depth != "0")
     values = {**_configured(session, mailbox), **stored}
@@ -198,7 +198,7 @@ async def setmetadata(session: ImapSession, cmd: c.SetMetadataCommand) -> Reply:
             raise CommandError(
                 "BAD", f"Error in IMAP command {cmd.name}: Entry name needs a name after {entry}"
             )
-    mailbox = _target(user, cmd.mailbox)
+    mailbox = _target(user, session.mailbox_arg(cmd.mailbox))
     if mailbox == "":
         for entry, _value in changes:
             if entry in READONLY_SERVER_ENTRIES:

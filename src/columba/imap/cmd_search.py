@@ -16,11 +16,19 @@ from __future__ import annotations
 import asyncio
 import bisect
 import datetime as _dt
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from columba.imap.condstore import enable_condstore, uses_modseq
-from columba.imap.session import CommandError, ImapSession, Reply
+from columba.imap.session import (
+    SERVERBUG_TEXT,
+    CommandError,
+    ImapSession,
+    Reply,
+    storage_error_reply,
+)
 from columba.proto.imap import commands as c
 from columba.proto.imap.search import (
     SearchAll,
@@ -41,7 +49,7 @@ from columba.proto.imap.search import (
     SearchWithin,
 )
 from columba.proto.imap.sequence import SequenceSet
-from columba.storage.api import MessageExpunged, MessageRecord
+from columba.storage.api import MessageExpunged, MessageRecord, StorageError
 from columba.storage.mime import ParsedMessage, decode_rfc2047
 
 __all__ = [
@@ -49,12 +57,16 @@ __all__ = [
     "evaluate",
     "freeze_sets",
     "match_uids",
+    "not_saved",
     "partial_slice",
     "saved_result",
     "search",
 ]
 
 BATCH = 512
+
+_logger = logging.getLogger("columba.imap")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -279,6 +291,34 @@ async def run_search(session: ImapSession, key: SearchKey) -> list[tuple[int, in
 async def search(session: ImapSession, cmd: c.SearchCommand) -> Reply:
     options = cmd.return_options
     saving = options is not None and "SAVE" in options
+    if not saving:
+        return await _search(session, cmd)
+    try:
+        return await _search(session, cmd)
+    except Exception as exc:
+        raise not_saved(session, exc) from exc
+
+
+def not_saved(session: ImapSession, exc: Exception) -> Exception:
+    """A ``RETURN (SAVE)`` command failed: ``$`` becomes empty (RFC 5182 §2.1) and a ``NO``
+    answer carries ``[NOTSAVED]`` (RFC 9051 §7.1); a ``BAD`` stays as it is. Returns the
+    exception to raise."""
+    session.searchres = []
+    if isinstance(exc, CommandError):
+        if exc.reply.status != "NO":
+            return exc
+        text = exc.reply.text
+    elif isinstance(exc, StorageError):
+        text = storage_error_reply(exc).text
+    else:
+        _logger.exception("SEARCH RETURN (SAVE) failed")
+        text = SERVERBUG_TEXT
+    return CommandError("NO", text, "NOTSAVED")
+
+
+async def _search(session: ImapSession, cmd: c.SearchCommand) -> Reply:
+    options = cmd.return_options
+    saving = options is not None and "SAVE" in options
     updating = options is not None and "UPDATE" in options
     if updating:
         from columba.imap.search_context import check_new_update
@@ -287,12 +327,7 @@ async def search(session: ImapSession, cmd: c.SearchCommand) -> Reply:
     with_modseq = uses_modseq(cmd.criteria)
     if with_modseq:
         enable_condstore(session)  # a CONDSTORE enabling command (RFC 7162 §3.1)
-    try:
-        matches = await run_search(session, cmd.criteria)
-    except Exception:
-        if saving:
-            session.searchres = []
-        raise
+    matches = await run_search(session, cmd.criteria)
     numbers = [u if cmd.uid else s for s, u in matches]
     if options is None and session.rev2:
         options = ()  # RFC 9051 §6.4.4: no RETURN is RETURN (ALL), answered by ESEARCH
@@ -308,7 +343,7 @@ async def search(session: ImapSession, cmd: c.SearchCommand) -> Reply:
         session.searchres = sorted(saved_result(opts, cmd.partial, [u for _, u in matches]))
     if opts != {"SAVE"}:
         answer = esearch_line(cmd.tag, cmd.uid, opts, cmd.partial, numbers)
-        tail = _modseq_tail(session, matches, opts) if with_modseq else ""
+        tail = _modseq_tail(session, matches, opts, cmd.partial) if with_modseq else ""
         if tail:
             answer = answer[:-2] + b" " + tail.encode("ascii") + b"\r\n"
         session.write(answer)
@@ -320,13 +355,18 @@ async def search(session: ImapSession, cmd: c.SearchCommand) -> Reply:
 
 
 def _modseq_tail(
-    session: ImapSession, matches: list[tuple[int, int]], opts: set[str] | None
+    session: ImapSession,
+    matches: list[tuple[int, int]],
+    opts: set[str] | None,
+    partial: tuple[int, int] | None = None,
 ) -> str:
     """RFC 7162 §3.1.5: ``MODSEQ n``, the highest mod-sequence of the messages returned (of
-    MIN/MAX alone when only those are asked); empty when nothing matched."""
+    MIN/MAX alone when only those are asked, of the PARTIAL page and MIN/MAX with PARTIAL,
+    RFC 9394 §3.1); empty when nothing is returned."""
     uids = [u for _, u in matches]
-    if opts is not None and uids and not opts & {"ALL", "COUNT"} and opts & {"MIN", "MAX"}:
-        uids = ([uids[0]] if "MIN" in opts else []) + ([uids[-1]] if "MAX" in opts else [])
+    narrowed = opts is not None and (partial is not None or bool(opts & {"MIN", "MAX"}))
+    if opts is not None and narrowed and not opts & {"ALL", "COUNT"}:
+        uids = saved_result(opts, partial, uids)
     records = session.require_selected().view.records(uids)
     if not records:
         return ""
@@ -336,9 +376,10 @@ def _modseq_tail(
 # -- ESEARCH encoding shared by SEARCH and SORT (RFC 4731, RFC 5267, RFC 9394) ----------------
 
 
-def partial_slice(partial: tuple[int, int], items: Sequence[int]) -> list[int]:
+def partial_slice(partial: tuple[int, int], items: Sequence[_T]) -> list[_T]:
     """The results a PARTIAL range selects: ``(1, 100)`` the first hundred, ``(-1, -100)``
-    the last hundred (in the results' own order)."""
+    the last hundred (in the results' own order; RFC 9394 §3.1, also the UID FETCH
+    modifier's messages, §3.3)."""
     lo, hi = partial
     count = len(items)
     if lo > 0:

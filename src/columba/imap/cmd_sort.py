@@ -4,12 +4,17 @@
 
 The messages are chosen by the SEARCH evaluator (:mod:`columba.imap.cmd_search`; ``ALL`` is a
 shortcut over the view). Sort keys come from :mod:`columba.imap.sort_keys`: computed once per
-process from the header blocks the index cached at save, fetched in batches (never one
-storage round trip per message), parsed in a worker thread and kept in the worker's key
-cache. The sort itself turns every criterion into integers (string keys become their rank
-among the distinct values) and sorts integer tuples, in slices merged with :mod:`heapq` so no
-single step holds the interpreter long: other sessions of the worker keep running while a
-SORT over 100 000 messages is computed (``bench/bench_sort_thread.py`` measures it).
+message when it is saved and stored in the index, read for all the messages of a command in
+one query (:meth:`MailboxView.sort_keys_many`; no header is parsed) and kept in the worker's
+key cache. The sort turns every row into one integer (each criterion in its own
+bit field, string keys as their rank among the distinct values, the position in the lowest
+bits) and sorts those.
+
+All of it runs in the event loop as sliced computations (:data:`Steps`, generators that
+yield every :data:`STEP` items): :func:`cooperate` steps aside (:func:`pause`) once the task
+has run :data:`SLICE` seconds, so the worker's other sessions wait a few milliseconds at most
+while a SORT or THREAD over 100 000 messages is computed; big temporaries are freed a slice
+at a time too (:func:`release_steps`). ``bench/bench_sort_thread.py`` measures it.
 
 Ties are broken by sequence number (RFC 5256), whatever REVERSE says; a key named twice
 counts once (as Dovecot). Like Dovecot, a SORT by sequence number gets no EXPUNGE responses.
@@ -28,7 +33,7 @@ from typing import Any, TypeVar
 from columba.imap import search_context
 from columba.imap.cmd_search import esearch_line, run_search, saved_result
 from columba.imap.session import ImapSession, Reply
-from columba.imap.sort_keys import BATCH, compute_fields, key_cache
+from columba.imap.sort_keys import key_cache
 from columba.proto.imap import commands as c
 from columba.proto.imap.search import SearchAll, SearchKey
 from columba.storage.api import MailboxView
@@ -187,76 +192,46 @@ def map_steps(fn: Callable[[list[_T]], list[_U]], items: list[_T]) -> Steps[list
 # -- data ---------------------------------------------------------------------------------------
 
 
-def _compute_slices(
-    blocks: dict[int, bytes], fields: Sequence[str], dicts: list[dict[int, object]]
-) -> Steps[int]:
-    """Compute *fields* of each header block into *dicts*; the number of blocks."""
-    items = list(blocks.items())
-    for i in range(0, len(items), 128):
-        for uid, block in items[i : i + 128]:
-            for values, value in zip(dicts, compute_fields(block, fields), strict=True):
-                values[uid] = value
-        yield
-    return len(items)
-
-
 async def ensure_fields(
     view: MailboxView, uids: Sequence[int], fields: Sequence[str]
 ) -> list[dict[int, object]]:
-    """The cached values of *fields* (names from :data:`sort_keys.FIELDS`) for *uids*,
-    computing the missing ones from the index's header blocks, one batch query per
-    :data:`BATCH` messages (the next batch is fetched while one is parsed, in slices between
-    which the event loop runs). Expunged UIDs stay missing."""
+    """The cached values of *fields* (names from :data:`sort_keys.KEY_FIELDS`) for *uids*;
+    the missing ones are read in one index query (:meth:`MailboxView.sort_keys_many`: the
+    keys stored at save) and added to the worker's cache. Expunged UIDs stay missing."""
     if not fields:
         return []
     dicts = [key_cache.field(view.guid, view.uidvalidity, f) for f in fields]
     todo = await cooperate(map_steps(functools.partial(_missing_any, dicts), list(uids)))
-    todo.sort()  # linear when *uids* is ascending, as it usually is
-    chunks = [todo[i : i + BATCH] for i in range(0, len(todo), BATCH)]
-    fetch = asyncio.ensure_future(view.header_bytes_many(chunks[0])) if chunks else None
-    for i in range(len(chunks)):
-        assert fetch is not None
-        blocks = await fetch
-        # fetch the next batch from the index while this one is parsed
-        more = i + 1 < len(chunks)
-        fetch = asyncio.ensure_future(view.header_bytes_many(chunks[i + 1])) if more else None
-        count = await cooperate(_compute_slices(blocks, fields, dicts))
-        key_cache.added(count * len(fields))
+    if todo:
+        got = await view.sort_keys_many(todo, fields)
+        await cooperate(_update_steps(dicts, [got.get(f, {}) for f in fields]))
+        key_cache.added(len(todo) * len(fields))
     return dicts
 
 
-RECORDS = 256
-"""Message records read from the mailbox view per step."""
+def _update_steps(dicts: list[dict[int, object]], values: list[dict[int, object]]) -> Steps[None]:
+    for into, got in zip(dicts, values, strict=True):
+        into.update(got)
+        yield
 
 
 def _missing_any(dicts: list[dict[int, object]], uids: list[int]) -> list[int]:
-    if len(dicts) == 1:
-        values = dicts[0]
-        return [u for u in uids if u not in values]
-    return [u for u in uids if any(u not in values for values in dicts)]
-
-
-def _missing_in(values: dict[int, object]) -> Callable[[list[int]], list[int]]:
-    def missing(uids: list[int]) -> list[int]:
-        return [u for u in uids if u not in values]
-
+    """The *uids* some of *dicts* lack, in order (one pass per dict: usually none, or all)."""
+    missing = [u for u in uids if u not in dicts[0]]
+    for values in dicts[1:]:
+        if len(missing) == len(uids):
+            break
+        more = [u for u in uids if u not in values]
+        if more:
+            lacking = set(missing).union(more)
+            missing = [u for u in uids if u in lacking]
     return missing
 
 
 async def ensure_records(view: MailboxView, uids: Sequence[int]) -> tuple[dict[int, object], ...]:
     """``(arrival, size)``: internal dates (UTC seconds) and RFC822.SIZE of *uids*, cached
     like the header fields."""
-    arrival = key_cache.field(view.guid, view.uidvalidity, "arrival")
-    size = key_cache.field(view.guid, view.uidvalidity, "size")
-    todo = await cooperate(map_steps(_missing_in(arrival), list(uids)))
-    for start in range(0, len(todo), RECORDS):
-        for record in view.records(todo[start : start + RECORDS]):
-            arrival[record.uid] = int(record.internaldate.timestamp())
-            size[record.uid] = record.size
-        if due():
-            await pause()
-    key_cache.added(2 * len(todo))
-    return arrival, size
+    return tuple(await ensure_fields(view, uids, ("arrival", "size")))
 
 
 async def matching(session: ImapSession, key: SearchKey) -> list[tuple[int, int]]:
@@ -435,12 +410,15 @@ async def sort_columns(
 ) -> list[tuple[list[Any], bool]]:
     """The key columns of *spec* for *uids* (keys computed and cached when missing)."""
     names = spec_fields(spec)
-    dicts = await ensure_fields(view, uids, names)
+    keys = [k for k, _ in spec]
+    if ("ARRIVAL" in keys or "DATE" in keys) and "arrival" not in names:
+        names.append("arrival")
+    if "SIZE" in keys:
+        names.append("size")
+    dicts = await ensure_fields(view, uids, names)  # one query for what the cache lacks
     fields = dict(zip(names, dicts, strict=True))
-    arrival: dict[int, object] = {}
-    size: dict[int, object] = {}
-    if any(k in ("ARRIVAL", "DATE", "SIZE") for k, _ in spec):
-        arrival, size = await ensure_records(view, uids)
+    arrival = fields.get("arrival", {})
+    size = fields.get("size", {})
     return await cooperate(columns_steps(spec, uids, fields, arrival, size))
 
 

@@ -2,8 +2,12 @@
 
 The messages are chosen by the SEARCH evaluator; their Message-ID/References/In-Reply-To,
 base subjects and sent dates come from the worker's key cache (:mod:`columba.imap.sort_keys`,
-computed from the index's cached header blocks in batches). The algorithms are pure functions
-over :class:`ThreadMessage` lists, written after Dovecot 2.3's (the oracle for exact answers):
+read from the keys the index stored at save, in one query). The algorithms are written after
+Dovecot 2.3's (the oracle for exact answers) over integer arrays (messages as parallel
+columns, nodes as indices, parents and children as index lists: no object per message or
+link), as sliced computations run in the event loop by :func:`cmd_sort.cooperate`;
+:func:`references`, :func:`refs` and :func:`orderedsubject` run them on
+:class:`ThreadMessage` lists and give :class:`Tree` answers:
 
 REFERENCES (RFC 5256 §3)
     (1) messages are linked in UID order: the References ids (or the first In-Reply-To id when
@@ -22,9 +26,9 @@ ORDEREDSUBJECT
 REFS
     the REFERENCES links without subject merging; threads ordered by their newest message.
 
-"Sent date" is the Date header, or the internal date when it is missing or invalid. The
-work runs in a worker thread (the interpreter switches between it and the event loop), so a
-THREAD over 100 000 messages doesn't stall the worker's other sessions.
+"Sent date" is the Date header, or the internal date when it is missing or invalid. Nodes are
+numbered in creation order (a message's own node, then the ids of its References), which
+decides ties exactly as Dovecot's node order does.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from columba.imap.cmd_sort import (
     Steps,
     cooperate,
     ensure_fields,
-    ensure_records,
     map_steps,
     matching,
     release_steps,
@@ -706,8 +709,8 @@ def _input_steps(
 async def thread_input(session: ImapSession, uids: list[int]) -> _Input:
     """What threading needs of *uids* (ascending; cached keys, computed when missing)."""
     view = session.require_selected().view
-    subjects, dates, ids = await ensure_fields(view, uids, ("subject", "date", "thread"))
-    arrival, _size = await ensure_records(view, uids)
+    fields = ("subject", "date", "thread", "arrival")
+    subjects, dates, ids, arrival = await ensure_fields(view, uids, fields)  # one query
     return await cooperate(_input_steps(uids, subjects, dates, ids, arrival))
 
 

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import ssl
 import time
+import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -86,6 +87,9 @@ FLUSH_AT = 64 * 1024
 LITERAL_SLICE = 256 * 1024
 """Big literals are written in slices of this size, draining in between."""
 MAX_BAD_COMMANDS = 20
+SHUTDOWN_TEXT = "Server shutting down."
+SHUTDOWN_FLUSH_TIMEOUT = 1.0
+"""Seconds the shutdown BYE may take to reach a client before the connection is dropped."""
 SERVERBUG_TEXT = "Internal error occurred. Refer to server log for more information."
 SYSTEM_FLAG_ORDER = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
@@ -347,6 +351,16 @@ class ImapSession:
     def untagged_ok(self, text: str, code: ResponseCode | str | None = None) -> None:
         self.write(untagged_status("OK", text, code=code, utf8=self.utf8))
 
+    def alert(self, text: str) -> None:
+        """``* OK [ALERT] text``: RFC 9051 §7.1, text the client MUST show its user."""
+        self.untagged_ok(text, "ALERT")
+
+    def mailbox_arg(self, name: str) -> str:
+        """A mailbox name as the client gave it, as the server means it: with UTF-8 names
+        (UTF8=ACCEPT, IMAP4rev2) a denormalised name means its NFC form (RFC 9051 §5.1:
+        Net-Unicode, the only form CREATE and RENAME store); mUTF-7 names are left alone."""
+        return unicodedata.normalize("NFC", name) if self.utf8 else name
+
     # ------------------------------------------------------------------ input
 
     def _timeout(self) -> float:
@@ -407,6 +421,14 @@ class ImapSession:
                 await self.flush()
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as exc:
             log_event("imap_disconnect", reason=f"connection error: {exc}", **self._log_fields())
+        except asyncio.CancelledError:
+            # the server is going away (shutdown, or a worker draining past its grace time):
+            # the client is told, as an alert its user sees (RFC 9051 §7.1 ALERT, §7.1.5)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                self.write(bye(SHUTDOWN_TEXT, code="ALERT"))
+                await asyncio.wait_for(self.flush(), SHUTDOWN_FLUSH_TIMEOUT)
+            log_event("imap_disconnect", reason="server shutting down", **self._log_fields())
+            raise
         finally:
             await self.cleanup()
 
@@ -520,7 +542,7 @@ class ImapSession:
             if self.state not in (State.AUTHENTICATED, State.SELECTED) or self.user is None:
                 refusal = Reply("BAD", "Please authenticate first.")
             elif event.mailbox is not None:
-                refusal = await self._append_target_refusal(event.mailbox)
+                refusal = await self._append_target_refusal(self.mailbox_arg(event.mailbox))
         if refusal is not None and event.tag:
             self.push_events(self.parser.reject_literal())
             self._drop_streams(event.tag)

@@ -63,6 +63,14 @@ class StorageTemporaryError(StorageError):
     imap_code = "UNAVAILABLE"
 
 
+class StorageCorrupted(StorageError):  # noqa: N818 - reads as the condition
+    """Stored data can't be used: a message object whose bytes can't be read back (broken
+    encryption or compression, truncated), a cached parse that can't be decoded, a damaged
+    index. IMAP ``NO [CORRUPTION]`` (RFC 9051 §7.1)."""
+
+    imap_code = "CORRUPTION"
+
+
 class OverQuota(StorageError):  # noqa: N818 - the name IMAP uses
     """IMAP ``NO [OVERQUOTA]``, LMTP ``552 5.2.2``."""
 
@@ -303,6 +311,34 @@ class MailboxView(ABC):
                 out[uid] = await self.header_bytes(uid)
             except MessageExpunged:
                 pass
+        return out
+
+    async def sort_keys_many(
+        self, uids: Iterable[int], fields: Sequence[str]
+    ) -> dict[str, dict[int, object]]:
+        """SORT/THREAD keys of many UIDs: *fields* are names from
+        :data:`columba.storage.sort_keys.KEY_FIELDS` (the header keys, ``arrival``, ``size``);
+        the answer maps field → uid → value (the forms
+        :func:`columba.storage.sort_keys.compute_fields` gives; ``arrival`` in UTC seconds).
+        UIDs no longer in the mailbox are left out. Drivers keep the keys computed at save
+        and answer with one query; this default computes them from the header blocks."""
+        from columba.storage.sort_keys import compute_fields
+
+        names = tuple(fields)
+        out: dict[str, dict[int, object]] = {f: {} for f in names}
+        wanted = list(uids)
+        headers = [f for f in names if f not in ("arrival", "size")]
+        if headers:
+            blocks = await self.header_bytes_many(wanted)
+            for uid, block in blocks.items():
+                for name, value in zip(headers, compute_fields(block, headers), strict=True):
+                    out[name][uid] = value
+        if "arrival" in out or "size" in out:
+            for record in self.records(wanted):
+                if "arrival" in out:
+                    out["arrival"][record.uid] = int(record.internaldate.timestamp())
+                if "size" in out:
+                    out["size"][record.uid] = record.size
         return out
 
     @abstractmethod

@@ -234,6 +234,11 @@ def _columns(conn: sqlite3.Connection, schema: str, table: str) -> tuple[list[st
     return cols, pks
 
 
+_KEYED_TABLES: dict[str, tuple[str, ...]] = {"message_cache": (), "sort_keys": ("version",)}
+"""Tables whose rows never change under their key (besides the columns named, compared too):
+a diff compares keys rather than whole rows."""
+
+
 def make_diff(snap: Path, base: Path, out: Path) -> bool:
     """Write into `out` what changed from `base` to `snap`; False when a base is needed instead
     (the schemas differ or a table has no primary key)."""
@@ -258,10 +263,11 @@ def make_diff(snap: Path, base: Path, out: Path) -> bool:
             if _columns(conn, "b", table) != (cols, pks):
                 return False
             match = " AND ".join(f'x."{c}" IS y."{c}"' for c in pks)
-            if table == "message_cache":  # immutable per key: compare keys, not blobs
+            if table in _KEYED_TABLES:  # immutable per key: compare keys, not blobs
+                same = " AND ".join([match, *(f'x."{c}" IS y."{c}"' for c in _KEYED_TABLES[table])])
                 conn.execute(
                     f"INSERT INTO main.{q} SELECT * FROM s.{q} AS x "
-                    f"WHERE NOT EXISTS (SELECT 1 FROM b.{q} AS y WHERE {match})"
+                    f"WHERE NOT EXISTS (SELECT 1 FROM b.{q} AS y WHERE {same})"
                 )
             else:
                 conn.execute(f"INSERT INTO main.{q} SELECT * FROM s.{q} EXCEPT SELECT * FROM b.{q}")

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from columba.fs.api import (
     Fs,
+    FsCorrupt,
     FsError,
     FsNoSpace,
     FsNotFound,
@@ -63,6 +64,7 @@ from columba.storage.api import (
     MessageExpunged,
     MessageRecord,
     MessageTooBig,
+    StorageCorrupted,
     StorageError,
     StorageTemporaryError,
     StoreMode,
@@ -78,6 +80,7 @@ from columba.storage.index import (
     NewMessage,
     ViewSnapshot,
     index_path,
+    is_corruption,
     is_temporary,
     new_guid,
     split_flags,
@@ -97,6 +100,11 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 _FS_PARALLEL = 8
+SORT_KEYS_READ = 16384
+"""Messages whose stored sort keys one index job reads (a few milliseconds: other jobs of the
+user, such as another session's NOOP, don't wait long behind a SORT of a big mailbox)."""
+SORT_KEYS_FILL = 1024
+"""Messages whose sort keys one index job computes and stores (old messages, on first use)."""
 UID_LOCK_FILE = "columba-uid.lock"
 """flock held from choosing a save's UIDs until its index commit (UIDs go into the objects'
 metadata, so they are chosen before the objects are written, and must become visible in
@@ -107,6 +115,8 @@ ascending order across every process of the backend)."""
 
 
 def _fs_error(err: FsError, what: str) -> StorageError:
+    if isinstance(err, FsCorrupt):
+        return StorageCorrupted(f"{what}: {err}")
     if isinstance(err, FsNoSpace):
         return StorageTemporaryError(f"{what}: mail storage is out of space ({err})")
     if isinstance(err, FsTemporaryError):
@@ -177,6 +187,7 @@ class _Prepared:
 
 def _prepare(req: AppendRequest, username: str, mailbox_guid: str) -> _Prepared:
     from columba.storage.mime import parse_message
+    from columba.storage.sort_keys import stored_keys
 
     data = _to_crlf(bytes(req.data))
     parsed = parse_message(data)
@@ -198,6 +209,7 @@ def _prepare(req: AppendRequest, username: str, mailbox_guid: str) -> _Prepared:
     }
     if req.flags:
         metadata["flags"] = " ".join(req.flags)
+    header = parsed.header_bytes or _header_block(data)
     row = NewMessage(
         guid=guid,
         object_path=path,
@@ -206,7 +218,8 @@ def _prepare(req: AppendRequest, username: str, mailbox_guid: str) -> _Prepared:
         savedate=saved.isoformat(timespec="seconds"),
         size=len(data),
         parsed=_encode_parsed(parsed),
-        header=parsed.header_bytes or _header_block(data),
+        header=header,
+        sort_keys=stored_keys(header, int(internal.timestamp()), len(data)),
     )
     return _Prepared(data, metadata, row)
 
@@ -253,6 +266,8 @@ class _UserStore:
         except sqlite3.Error as err:
             if is_temporary(err):
                 raise StorageTemporaryError(f"mail index temporarily unavailable: {err}") from err
+            if is_corruption(err):
+                raise StorageCorrupted(f"mail index is damaged: {err}") from err
             raise StorageError(f"mail index error: {err}") from err
         except OSError as err:
             raise StorageTemporaryError(f"mail index I/O error: {err}") from err
@@ -942,7 +957,15 @@ class ObOxMailboxView(MailboxView):
 
         def load() -> dict[int, ParsedMessage]:
             raw = store.index.cached(self._id, wanted)
-            return {u: _decode_parsed(p, h) for u, (p, h) in raw.items()}
+            out: dict[int, ParsedMessage] = {}
+            for uid, (text, header) in raw.items():
+                try:
+                    out[uid] = _decode_parsed(text, header)
+                except (ValueError, TypeError, KeyError, IndexError) as err:
+                    raise StorageCorrupted(
+                        f"mail index: the cached parse of UID {uid} can't be decoded ({err})"
+                    ) from err
+            return out
 
         return await store.run(load)
 
@@ -954,6 +977,36 @@ class ObOxMailboxView(MailboxView):
 
     async def header_bytes_many(self, uids: Iterable[int]) -> dict[int, bytes]:
         return {u: h for u, (_p, h) in (await self._cached(uids)).items()}
+
+    async def sort_keys_many(
+        self, uids: Iterable[int], fields: Sequence[str]
+    ) -> dict[str, dict[int, object]]:
+        """The keys stored at save, read with one indexed query per :data:`SORT_KEYS_READ`
+        messages; messages indexed before the keys were stored get them computed and stored,
+        :data:`SORT_KEYS_FILL` per index job."""
+        store = self._check()
+        rows = self._rows
+        wanted = sorted(u for u in uids if u in rows)
+        names = tuple(fields)
+        if not wanted or not names:
+            return {f: {} for f in names}
+        found: dict[str, dict[int, object]] = {f: {} for f in names}
+        missing: list[int] = []
+        for start in range(0, len(wanted), SORT_KEYS_READ):
+            chunk = wanted[start : start + SORT_KEYS_READ]
+            got, lacking = await store.run(store.index.sort_keys, self._id, chunk, names)
+            for name in names:
+                if found[name]:
+                    found[name].update(got[name])
+                else:
+                    found[name] = got[name]
+            missing.extend(lacking)
+        for start in range(0, len(missing), SORT_KEYS_FILL):
+            batch = missing[start : start + SORT_KEYS_FILL]
+            more = await store.run(store.index.fill_sort_keys, self._id, batch, names)
+            for name in names:
+                found[name].update(more[name])
+        return found
 
     # ------------------------------------------------------------------ changes
 

@@ -110,10 +110,16 @@ def _iso_from_epoch(text: str | None) -> str:
 def _build_message(path: str, metadata: dict[str, str], raw: bytes) -> NewMessage:
     from columba.storage.mime import parse_message, to_crlf
     from columba.storage.obox import _encode_parsed, _header_block
+    from columba.storage.sort_keys import stored_keys
 
     data = to_crlf(raw)
     parsed = parse_message(data)
     internal = metadata.get("internaldate") or _iso_from_epoch(metadata.get("received"))
+    header = parsed.header_bytes or _header_block(data)
+    try:
+        keys = stored_keys(header, int(datetime.fromisoformat(internal).timestamp()), len(data))
+    except ValueError:  # an odd internal date: computed on first use instead
+        keys = None
     return NewMessage(
         guid=metadata.get("guid") or path.rsplit("/", 1)[-1],
         object_path=path,
@@ -122,7 +128,8 @@ def _build_message(path: str, metadata: dict[str, str], raw: bytes) -> NewMessag
         savedate=_iso_from_epoch(metadata.get("saved")),
         size=len(data),
         parsed=_encode_parsed(parsed),
-        header=parsed.header_bytes or _header_block(data),
+        header=header,
+        sort_keys=keys,
     )
 
 

@@ -416,13 +416,15 @@ class SearchCommand(Command):
 @dataclass(frozen=True, kw_only=True)
 class FetchCommand(Command):
     """``attributes`` with macros expanded (``macro`` keeps ALL/FAST/FULL);
-    ``changedsince``/``vanished`` are the RFC 7162 modifiers."""
+    ``changedsince``/``vanished`` are the RFC 7162 modifiers, ``partial`` the RFC 9394 one
+    (UID FETCH only: ``(1, 100)`` or ``(-1, -100)``, as for SEARCH)."""
 
     sequence_set: SequenceSet
     attributes: tuple[FetchAttribute, ...] = ()
     macro: str | None = None
     changedsince: int | None = None
     vanished: bool = False
+    partial: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

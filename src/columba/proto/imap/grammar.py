@@ -701,6 +701,7 @@ def _fetch(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
     atts, macro = parse_fetch_atts(cur)
     changedsince = None
     vanished = False
+    partial: tuple[int, int] | None = None
     if cur.try_sp():
         cur.open_list()
         while True:
@@ -710,6 +711,13 @@ def _fetch(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
                 changedsince = cur.read_number64()
             elif mod == "VANISHED":
                 vanished = True
+            elif mod == "PARTIAL":  # RFC 9394 §3.3: UID FETCH only, once
+                if not uid:
+                    raise ImapSyntaxError("PARTIAL needs UID FETCH")
+                if partial is not None:
+                    raise ImapSyntaxError("PARTIAL can be used only once")
+                cur.sp()
+                partial = _partial_range(cur)
             else:
                 raise ImapSyntaxError(f"Unknown FETCH modifier {mod}")
             if cur.try_close_list():
@@ -726,6 +734,7 @@ def _fetch(cur: Cursor, tag: str, name: str, uid: bool) -> c.Command:
         macro=macro,
         changedsince=changedsince,
         vanished=vanished,
+        partial=partial,
     )
 
 
