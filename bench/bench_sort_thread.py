@@ -9,12 +9,13 @@ Then an in-process IMAP server (real sessions, real storage) answers one client'
 THREAD commands while a ticker task in the same event loop wakes up every millisecond and
 records the longest gap between wake-ups, and a second client times NOOP round trips.
 
-Each command runs "cold" (the worker's key cache empty: keys computed from the index's header
-blocks), then ``--runs`` times "warm" (keys cached); ``--only TEXT`` picks commands. Columns:
-wall seconds, CPU seconds of the process, the longest stall of the event loop in wall time
-and the CPU the loop's thread spent in it (on a loaded machine the wall time includes waiting
-for a CPU), and the slowest NOOP of the other session. The NOOP line is the floor. Not run by
-the tests.
+Each command runs "cold" (the worker's key cache empty: keys read from the ``sort_keys`` rows
+the index stored at save; a mailbox filled before that table existed gets them computed and
+stored by its first cold run, once), then ``--runs`` times "warm" (keys cached); ``--only TEXT``
+picks commands. Columns: wall seconds, CPU seconds of the process, the longest stall of the
+event loop in wall time and the CPU the loop's thread spent in it (on a loaded machine the
+wall time includes waiting for a CPU), and the slowest NOOP of the other session. The NOOP
+line is the floor. Not run by the tests.
 """
 
 from __future__ import annotations

@@ -152,3 +152,19 @@ def test_old_messages_get_keys_on_first_use(tmp_path: Path) -> None:
     assert len(rows(tmp_path)) == 600
     assert rows(tmp_path, "SELECT count(*) FROM sort_keys WHERE version != 1") == [(0,)]
     assert rows(tmp_path, counter) == before  # derived data: not a change
+
+
+def test_rebuilt_index_has_keys(tmp_path: Path) -> None:
+    run(fill(tmp_path, 5))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index_db(tmp_path)}{suffix}").unlink(missing_ok=True)
+
+    async def reopen() -> None:  # the index is rebuilt from the objects
+        storage = ObOxStorage(settings(tmp_path, metacache=False))
+        await (await storage.open_user(info(tmp_path))).close()
+        await storage.close()
+
+    run(reopen())
+    assert len(rows(tmp_path)) == 5  # computed by the rebuild, not on first use
+    stored, computed = run(keys(tmp_path, "INBOX"))
+    assert len(stored["subject"]) == 5 and stored == computed
