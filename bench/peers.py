@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.transcripts.dovecot_oracle import DOVECOT_MAILBOXES_AND_PASSDB
+
 from bench.common import REPO
 
 FIRST_UID = 30000
@@ -416,7 +418,8 @@ def _columba_version() -> str:
     return f"git {commit}{dirty}" if commit else "unknown"
 
 
-DOVECOT_CONF = """\
+DOVECOT_CONF = (
+    """\
 # Dovecot 2.3 instance written by Columba's bench (bench/peers.py).
 instance_name = cbench-{imap_port}
 base_dir = {root}/run
@@ -440,33 +443,9 @@ login_trusted_networks = 127.0.0.0/8
 auth_failure_delay = 0
 
 mail_location = maildir:~/Maildir
-namespace inbox {{
-  inbox = yes
-  separator = /
-  prefix =
-  mailbox Drafts {{
-    auto = subscribe
-    special_use = \\Drafts
-  }}
-  mailbox Junk {{
-    auto = subscribe
-    special_use = \\Junk
-  }}
-  mailbox Sent {{
-    auto = subscribe
-    special_use = \\Sent
-  }}
-  mailbox Trash {{
-    auto = subscribe
-    special_use = \\Trash
-  }}
-}}
-
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {root}/users
-}}
-userdb {{
+"""
+    + DOVECOT_MAILBOXES_AND_PASSDB
+    + """userdb {{
   driver = passwd-file
   args = username_format=%u {root}/users
   default_fields = uid={mail_uid} gid={mail_gid} home={root}/home/%u
@@ -541,6 +520,7 @@ service stats {{
   client_limit = {anvil_client_limit}
 }}
 """
+)
 
 
 def dovecot_binary() -> str | None:

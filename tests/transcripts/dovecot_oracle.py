@@ -46,32 +46,7 @@ SCRIPT_USERDB_FIELDS = {"notify": "userdb_mailbox_list_index=yes"}
 """Per-script userdb settings (passwd-file extra fields): Dovecot offers NOTIFY only with the
 mailbox list index, which changes other LIST answers (``\\UnMarked``), so only there."""
 
-DOVECOT_CONF = """\
-# Throwaway Dovecot 2.3 instance for the Columba transcript oracle.
-instance_name = columba-oracle-{port}
-base_dir = {root}/run
-state_dir = {root}/state
-log_path = {root}/dovecot.log
-protocols = imap
-listen = 127.0.0.1
-shutdown_clients = yes
-default_login_user = {login_user}
-default_internal_user = {internal_user}
-default_internal_group = {internal_group}
-first_valid_uid = {mail_uid}
-first_valid_gid = {mail_gid}
-
-ssl = yes
-ssl_cert = <{root}/tls/cert.pem
-ssl_key = <{root}/tls/key.pem
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-login_trusted_networks = 127.0.0.0/8
-auth_cache_size = 0
-auth_failure_delay = 0
-
-mail_location = {mail_location}
-mailbox_list_index = no
+DOVECOT_MAILBOXES_AND_PASSDB = """\
 namespace inbox {{
   inbox = yes
   separator = /
@@ -98,7 +73,41 @@ passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {root}/users
 }}
-userdb {{
+"""
+"""Dovecot 2.3 config shared by the oracle and bench/peers.py: the INBOX namespace with the
+special-use mailboxes of Columba's ``@mailbox_defaults = english``, and the passwd-file passdb
+(for ``str.format``: braces doubled, ``{root}`` filled in)."""
+
+DOVECOT_CONF = (
+    """\
+# Throwaway Dovecot 2.3 instance for the Columba transcript oracle.
+instance_name = columba-oracle-{port}
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+shutdown_clients = yes
+default_login_user = {login_user}
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+first_valid_uid = {mail_uid}
+first_valid_gid = {mail_gid}
+
+ssl = yes
+ssl_cert = <{root}/tls/cert.pem
+ssl_key = <{root}/tls/key.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+login_trusted_networks = 127.0.0.0/8
+auth_cache_size = 0
+auth_failure_delay = 0
+
+mail_location = {mail_location}
+mailbox_list_index = no
+"""
+    + DOVECOT_MAILBOXES_AND_PASSDB
+    + """userdb {{
   driver = static
   args = uid={mail_uid} gid={mail_gid} home={root}/home/%u
 }}
@@ -137,6 +146,7 @@ service imap-urlauth-login {{
   chroot =
 }}
 """
+)
 
 
 def dovecot_binary() -> str | None:
