@@ -31,6 +31,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -105,6 +106,12 @@ SORT_KEYS_READ = 16384
 user, such as another session's NOOP, don't wait long behind a SORT of a big mailbox)."""
 SORT_KEYS_FILL = 1024
 """Messages whose sort keys one index job computes and stores (old messages, on first use)."""
+STORE_IDLE_TIMEOUT = 15.0
+"""Seconds a user's store (index connection, index thread, fs stack, watch) stays open in this
+process after its last user/delivery released it, so back-to-back sessions and deliveries
+don't reopen it."""
+STORE_IDLE_MAX = 32
+"""Idle stores kept open at most (least recently released closed first)."""
 UID_LOCK_FILE = "columba-uid.lock"
 """flock held from choosing a save's UIDs until its index commit (UIDs go into the objects'
 metadata, so they are chosen before the objects are written, and must become visible in
@@ -239,6 +246,25 @@ class _UserStore:
         self.refs = 0
         self.watch: Watch | None = None
         self._uid_lock = asyncio.Lock()
+        self.idle_handle: asyncio.TimerHandle | None = None
+        self.file_id: tuple[int, int] | None = None
+
+    def remember_file(self) -> None:
+        """Note which index file is open (to notice it being removed or replaced later)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            self.file_id = None
+        else:
+            self.file_id = (st.st_dev, st.st_ino)
+
+    def same_file(self) -> bool:
+        """Is the open index still the file at :attr:`path` (not removed/replaced meanwhile)?"""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        return self.file_id == (st.st_dev, st.st_ino)
 
     @property
     def directory(self) -> Path:
@@ -335,6 +361,9 @@ class _UserStore:
         return done
 
     async def close(self) -> None:
+        if self.idle_handle is not None:
+            self.idle_handle.cancel()
+            self.idle_handle = None
         if self.watch is not None:
             self.watch.close()
             self.watch = None
@@ -356,6 +385,9 @@ class ObOxStorage(MailStorage):
         self.settings = settings
         self.metacache = Metacache(settings)
         self._stores: dict[str, _UserStore] = {}
+        self._idle: dict[str, _UserStore] = {}
+        """Stores nobody holds, oldest release first (a subset of ``_stores``)."""
+        self._expiring: set[asyncio.Task[None]] = set()
         self._lock: asyncio.Lock | None = None
         self.special_use_config: dict[str, frozenset[str]] = {}
         self._ensure: list[tuple[str, frozenset[str], bool]] = [(INBOX, frozenset(), False)]
@@ -378,6 +410,24 @@ class ObOxStorage(MailStorage):
         key = str(path)
         async with self._lock:
             store = self._stores.get(key)
+            if store is not None and store.refs <= 0:
+                # Idle in the cache: reuse it unless its file was removed or replaced meanwhile
+                # (e.g. ``metacache clean``); then open afresh (pull/rebuild as on first use).
+                self._idle.pop(key, None)
+                if store.idle_handle is not None:
+                    store.idle_handle.cancel()
+                    store.idle_handle = None
+                if not store.same_file():
+                    del self._stores[key]
+                    await store.close()
+                    store = None
+                else:
+                    try:  # as on a fresh open: recreate auto mailboxes deleted meanwhile
+                        await store.run(store.index.ensure_mailboxes, self._ensure)
+                    except BaseException:
+                        del self._stores[key]
+                        await store.close()
+                        raise
             if store is None:
                 try:
                     fs = create_fs_stack(self.settings.fs_specs(user))
@@ -389,6 +439,7 @@ class ObOxStorage(MailStorage):
                         user, directory, fs, functools.partial(self._rebuild, store)
                     )
                     await store.run(store.index.open)
+                    store.remember_file()
                     await store.run(store.index.ensure_mailboxes, self._ensure)
                     await store.sync_mailbox_info()
                 except BaseException:
@@ -403,10 +454,42 @@ class ObOxStorage(MailStorage):
         assert self._lock is not None
         async with self._lock:
             store.refs -= 1
-            if store.refs <= 0 and self._stores.get(str(store.path)) is store:
-                del self._stores[str(store.path)]
-                await store.close()
-                self.metacache.released(store.user, store.directory)
+            key = str(store.path)
+            if store.refs > 0 or self._stores.get(key) is not store:
+                return
+            self.metacache.released(store.user, store.directory)
+            # Keep it open for a while: the next session or delivery of this user reuses it.
+            self._idle[key] = store
+            loop = asyncio.get_running_loop()
+            store.idle_handle = loop.call_later(STORE_IDLE_TIMEOUT, self._idle_expired, store)
+            excess = [s for k, s in self._idle.items() if k != key][
+                : max(len(self._idle) - STORE_IDLE_MAX, 0)
+            ]
+            for old in excess:
+                await self._close_idle(old)
+
+    def _idle_expired(self, store: _UserStore) -> None:
+        store.idle_handle = None
+        task = asyncio.get_running_loop().create_task(self._expire(store))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, store: _UserStore) -> None:
+        assert self._lock is not None
+        async with self._lock:
+            if store.refs <= 0 and self._idle.get(str(store.path)) is store:
+                await self._close_idle(store)
+
+    async def _close_idle(self, store: _UserStore) -> None:
+        """Close an idle store (the caller holds the storage lock)."""
+        key = str(store.path)
+        self._idle.pop(key, None)
+        if self._stores.get(key) is store:
+            del self._stores[key]
+        try:
+            await store.close()
+        except Exception as err:
+            log.warning("obox: closing idle store of %s: %s", store.user.username, err)
 
     async def _rebuild(self, store: _UserStore, directory: Path) -> None:
         """A new (or just pulled) index: reconcile it with the dictmap listing. On failure the
@@ -610,9 +693,12 @@ class ObOxStorage(MailStorage):
         """Close every user and upload every index with changes (``metacache flushall``)."""
         stores = list(self._stores.values())
         self._stores.clear()
+        idle = set(map(id, self._idle.values()))
+        self._idle.clear()
         for store in stores:
             await store.close()
-            self.metacache.released(store.user, store.directory)
+            if id(store) not in idle:  # an idle one was already reported released
+                self.metacache.released(store.user, store.directory)
         await self.metacache.flushall()
 
 
@@ -847,6 +933,10 @@ class ObOxMailboxView(MailboxView):
     async def claim_recent(self) -> None:
         """Take ownership of the \\Recent messages that nobody has claimed yet."""
         store = self._check()
+        if self._box.first_recent_uid >= self.uidnext:
+            # Everything below our UIDNEXT was already claimed when the snapshot was read; the
+            # boundary only moves up, so the write transaction would find nothing to claim.
+            return
         start = await store.run(store.index.claim_recent, self._id, self.uidnext)
         if start is not None:
             i = bisect.bisect_left(self._uids, start)
