@@ -904,7 +904,8 @@ class ObOxMailboxView(MailboxView):
         self._rows: dict[int, MessageRow] = {r.uid: r for r in snap.messages}
         self._uids: list[int] = [r.uid for r in snap.messages]
         self._keywords = list(snap.keywords)
-        self._recent: set[int] = set()
+        # Kept as a frozenset so recent_uids() costs nothing per call (FETCH asks per message).
+        self._recent: frozenset[int] = frozenset()
         self._own: dict[int, int] = {}
         self._closed = False
         self._apply_mailbox(snap.mailbox)
@@ -917,7 +918,7 @@ class ObOxMailboxView(MailboxView):
         self.uidnext = box.uidnext
         self.highestmodseq = box.highestmodseq
         if self.readonly:
-            self._recent = {u for u in self._uids if u >= box.first_recent_uid}
+            self._recent = frozenset(u for u in self._uids if u >= box.first_recent_uid)
 
     def _check(self) -> _UserStore:
         if self._closed:
@@ -940,7 +941,7 @@ class ObOxMailboxView(MailboxView):
         start = await store.run(store.index.claim_recent, self._id, self.uidnext)
         if start is not None:
             i = bisect.bisect_left(self._uids, start)
-            self._recent.update(self._uids[i:])
+            self._recent = self._recent.union(self._uids[i:])
 
     # ------------------------------------------------------------------ snapshot
 
@@ -952,7 +953,7 @@ class ObOxMailboxView(MailboxView):
         return [_record(rows[u]) for u in sorted(set(uids)) if u in rows]
 
     def recent_uids(self) -> frozenset[int]:
-        return frozenset(self._recent)
+        return self._recent
 
     def keywords(self) -> list[str]:
         return list(self._keywords)
@@ -968,7 +969,7 @@ class ObOxMailboxView(MailboxView):
             for uid in expunged:
                 del self._rows[uid]
             self._uids = [u for u in self._uids if u not in gone]
-            self._recent -= gone
+            self._recent = self._recent - gone
         changed: list[MessageRecord] = []
         for row in delta.changed:
             if row.uid not in self._rows:
