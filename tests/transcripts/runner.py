@@ -111,7 +111,8 @@ __all__ = [
 ]
 
 SCRIPTS_DIR = Path(__file__).resolve().parent
-DEFAULT_TIMEOUT = 4.0
+DEFAULT_TIMEOUT = 15.0
+"""Seconds to wait for an expected response: generous, so a loaded CI machine is no failure."""
 OPTIONAL_GRACE = 0.3
 CRLF = "\r\n"
 
