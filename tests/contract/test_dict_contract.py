@@ -366,30 +366,38 @@ def test_values_must_be_strings(target: DictTarget) -> None:
 # ---------------------------------------------------------------------- concurrency
 
 
+async def increment_and_cas_concurrently(
+    dicts: list[Dict], *, increments: int, cas_rounds: int
+) -> None:
+    """Each dict adds ``increments`` to ``shared/total`` with atomic_inc and ``cas_rounds`` to
+    ``shared/cas`` with compare-and-set retries, all at once (also used by driver tests)."""
+
+    async def incr(d: Dict) -> None:
+        for _ in range(increments):
+            t = d.transaction()
+            t.atomic_inc("shared/total", 1)
+            await t.commit()
+
+    async def cas(d: Dict) -> None:
+        done = 0
+        while done < cas_rounds:
+            old = await d.get("shared/cas")
+            t = d.transaction()
+            t.set_if("shared/cas", old, str(int(old or "0") + 1))
+            try:
+                await t.commit()
+            except DictConflict:
+                continue
+            done += 1
+
+    await asyncio.gather(*(incr(d) for d in dicts), *(cas(d) for d in dicts))
+
+
 def test_concurrent_transactions_in_process(target: DictTarget) -> None:
     async def main() -> None:
         dicts = [target.open() for _ in range(4)]
         try:
-
-            async def incr(d: Dict) -> None:
-                for _ in range(25):
-                    t = d.transaction()
-                    t.atomic_inc("shared/total", 1)
-                    await t.commit()
-
-            async def cas(d: Dict) -> None:
-                done = 0
-                while done < 10:
-                    old = await d.get("shared/cas")
-                    t = d.transaction()
-                    t.set_if("shared/cas", old, str(int(old or "0") + 1))
-                    try:
-                        await t.commit()
-                    except DictConflict:
-                        continue
-                    done += 1
-
-            await asyncio.gather(*(incr(d) for d in dicts), *(cas(d) for d in dicts))
+            await increment_and_cas_concurrently(dicts, increments=25, cas_rounds=10)
             assert await dicts[0].get("shared/total") == "100"
             assert await dicts[0].get("shared/cas") == "40"
         finally:

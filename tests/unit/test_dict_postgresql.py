@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from columba.dict.api import Dict, DictConflict, DictError, DictTemporaryError, create_dict
+from columba.dict.api import Dict, DictError, DictTemporaryError, create_dict
+from tests.contract.test_dict_contract import increment_and_cas_concurrently
 from tests.pg_server import PgServer, fresh_database, pg_server  # noqa: F401
 
 _T = TypeVar("_T")
@@ -167,26 +168,7 @@ def test_serializable_isolation_retries(pg_server: PgServer) -> None:  # noqa: F
             await admin.close()
         dicts = [create_dict("postgresql", {"pgsql_url": url}) for _ in range(4)]
         try:
-
-            async def incr(d: Dict) -> None:
-                for _ in range(20):
-                    t = d.transaction()
-                    t.atomic_inc("shared/total", 1)
-                    await t.commit()
-
-            async def cas(d: Dict) -> None:
-                done = 0
-                while done < 10:
-                    old = await d.get("shared/cas")
-                    t = d.transaction()
-                    t.set_if("shared/cas", old, str(int(old or "0") + 1))
-                    try:
-                        await t.commit()
-                    except DictConflict:
-                        continue
-                    done += 1
-
-            await asyncio.gather(*(incr(d) for d in dicts), *(cas(d) for d in dicts))
+            await increment_and_cas_concurrently(dicts, increments=20, cas_rounds=10)
             assert await dicts[0].get("shared/total") == "80"
             assert await dicts[0].get("shared/cas") == "40"
         finally:
