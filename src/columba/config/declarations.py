@@ -439,7 +439,14 @@ SETTINGS: tuple[SettingDecl, ...] = (
     _s("mail_uid", T.STR, "", "System user mail is accessed as."),
     _s("mail_gid", T.STR, "", "System group mail is accessed as."),
     _s("mail_plugins", T.BOOLLIST, "", "Mail plugins to load (obox, quota, fts, sieve, ...)."),
-    _s("mail_fsync", T.STR, "optimized", "When to fsync: optimized, always, never."),
+    _s(
+        "mail_fsync",
+        T.STR,
+        "optimized",
+        "When index commits are fsynced: optimized (at checkpoints; after a power loss the "
+        "index catches up from the dictmap listing), always, never. Mail objects and dict "
+        "rows are always durable before a save is acknowledged.",
+    ),
     _s("mail_max_userip_connections", T.UINT, "10", "Connections per user and IP."),
     _s("mail_attachment_detection_options", T.BOOLLIST, "", "How attachments are detected."),
     _s("mail_prefetch_count", T.UINT, "0", "Mails fetched in parallel."),

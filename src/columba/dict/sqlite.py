@@ -6,7 +6,12 @@ write lock is taken up front, so a read-check-write inside one transaction is at
 processes).  Prefix iteration is an indexed range scan on the primary key, never LIKE.  The DML
 is plain SQL with ``INSERT ... ON CONFLICT`` so the PostgreSQL driver can share its shape.
 
-All SQLite calls run on one dedicated thread per `SqliteDict`; the event loop never blocks.
+Every `SqliteDict` of one file in a process shares one connection and one thread (users'
+dicts are many, the file is one); the event loop never blocks. Commits are **grouped**: the
+transactions that arrive while a commit is being written go into the next one, each inside its
+own SAVEPOINT (a failing ``set_if`` or ``atomic_inc`` rolls back only its own transaction), so
+concurrent deliveries share one WAL fsync instead of queueing for one each. A transaction's
+``commit()`` returns only after the group holding it is committed.
 
 Settings: ``sqlite_path`` (required), ``sqlite_journal_mode`` (``wal`` default, or ``delete``),
 ``sqlite_busy_timeout`` (default ``30s``; ``500ms``, ``10s``, ``1min`` or plain seconds).
@@ -90,22 +95,50 @@ def _map_error(err: sqlite3.Error, *, uncertain: bool = False) -> DictError:
     return DictError(f"sqlite dict: {err}", uncertain=uncertain)
 
 
-@register_dict("sqlite")
-class SqliteDict(Dict):
-    def __init__(self, settings: Mapping[str, str], username: str | None = None) -> None:
-        super().__init__(settings, username)
-        path = self.settings.get("sqlite_path", "")
-        if not path:
-            raise DictError("sqlite dict: sqlite_path is not set")
+_Ops = list[tuple[str, DictOp]]
+
+
+def _apply_ops(conn: sqlite3.Connection, ops: _Ops) -> None:
+    for owner, op in ops:
+        if op.kind == "set":
+            conn.execute(_UPSERT, (owner, op.key, op.value))
+        elif op.kind == "unset":
+            conn.execute(_DELETE, (owner, op.key))
+        elif op.kind == "inc":
+            row = conn.execute(_SELECT, (owner, op.key)).fetchone()
+            try:
+                base = 0 if row is None else int(row[0])
+            except ValueError:
+                raise DictError(
+                    f"atomic_inc {op.key!r}: value {row[0]!r} is not an integer"
+                ) from None
+            conn.execute(_UPSERT, (owner, op.key, str(base + op.diff)))
+        elif op.kind == "set_if":
+            row = conn.execute(_SELECT, (owner, op.key)).fetchone()
+            current = None if row is None else str(row[0])
+            if current != op.expected:
+                raise DictConflict(f"set_if {op.key!r}: value is not {op.expected!r}")
+            if op.value is None:
+                conn.execute(_DELETE, (owner, op.key))
+            else:
+                conn.execute(_UPSERT, (owner, op.key, op.value))
+        else:  # pragma: no cover
+            raise DictError(f"unknown op {op.kind!r}")
+
+
+class _SqliteFile:
+    """One dict file as this process uses it: a connection, its thread, the commit queue."""
+
+    def __init__(self, path: str, journal_mode: str, busy_timeout: float) -> None:
         self.path = path
-        journal = self.settings.get("sqlite_journal_mode", "wal").strip().lower() or "wal"
-        if journal not in ("wal", "delete"):
-            raise DictError(f"sqlite_journal_mode: expected wal or delete, not {journal!r}")
-        self.journal_mode = journal
-        self.busy_timeout = parse_duration(self.settings.get("sqlite_busy_timeout", ""), 30.0)
+        self.journal_mode = journal_mode
+        self.busy_timeout = busy_timeout
+        self.loop = asyncio.get_running_loop()
+        self.refs = 0
         self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._closed = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="columba-sqlite-dict")
+        self._pending: list[tuple[_Ops, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ thread side
 
@@ -131,11 +164,11 @@ class SqliteDict(Dict):
         self._conn = conn
         return conn
 
-    def _get(self, owner: str, key: str) -> str | None:
+    def get(self, owner: str, key: str) -> str | None:
         row = self._connect().execute(_SELECT, (owner, key)).fetchone()
         return None if row is None else str(row[0])
 
-    def _iterate(  # noqa: PLR0917
+    def iterate(  # noqa: PLR0917
         self,
         owner: str,
         prefix: str,
@@ -169,35 +202,23 @@ class SqliteDict(Dict):
         rows = self._connect().execute(" ".join(sql), args).fetchall()
         return [(str(k), str(v)) for k, v in rows]
 
-    def _apply(self, ops: list[tuple[str, DictOp]]) -> None:
+    def _apply_group(self, group: list[_Ops]) -> list[BaseException | None]:
+        """One transaction for the whole group, a savepoint per member: per member None
+        (applied) or the error that rolled it back. Raises if the group as a whole failed."""
         conn = self._connect()
+        outcome: list[BaseException | None] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for owner, op in ops:
-                if op.kind == "set":
-                    conn.execute(_UPSERT, (owner, op.key, op.value))
-                elif op.kind == "unset":
-                    conn.execute(_DELETE, (owner, op.key))
-                elif op.kind == "inc":
-                    row = conn.execute(_SELECT, (owner, op.key)).fetchone()
-                    try:
-                        base = 0 if row is None else int(row[0])
-                    except ValueError:
-                        raise DictError(
-                            f"atomic_inc {op.key!r}: value {row[0]!r} is not an integer"
-                        ) from None
-                    conn.execute(_UPSERT, (owner, op.key, str(base + op.diff)))
-                elif op.kind == "set_if":
-                    row = conn.execute(_SELECT, (owner, op.key)).fetchone()
-                    current = None if row is None else str(row[0])
-                    if current != op.expected:
-                        raise DictConflict(f"set_if {op.key!r}: value is not {op.expected!r}")
-                    if op.value is None:
-                        conn.execute(_DELETE, (owner, op.key))
-                    else:
-                        conn.execute(_UPSERT, (owner, op.key, op.value))
-                else:  # pragma: no cover
-                    raise DictError(f"unknown op {op.kind!r}")
+            for ops in group:
+                conn.execute("SAVEPOINT member")
+                try:
+                    _apply_ops(conn, ops)
+                except (DictError, sqlite3.IntegrityError) as err:
+                    conn.execute("ROLLBACK TO member")
+                    outcome.append(err)
+                else:
+                    outcome.append(None)
+                conn.execute("RELEASE member")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -209,6 +230,7 @@ class SqliteDict(Dict):
                 raise
             # COMMIT failed but the transaction is gone: we can't tell whether it was applied.
             raise _map_error(err, uncertain=True) from err
+        return outcome
 
     def _close(self) -> None:
         if self._conn is not None:
@@ -217,14 +239,9 @@ class SqliteDict(Dict):
 
     # ------------------------------------------------------------------ loop side
 
-    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
-        if self._closed:
-            raise DictError("dict is closed")
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="columba-sqlite-dict")
-        loop = asyncio.get_running_loop()
+    async def run(self, fn: Callable[..., _T], *args: object) -> _T:
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await self.loop.run_in_executor(self._executor, fn, *args)
         except DictError:
             raise
         except sqlite3.Error as err:
@@ -232,9 +249,96 @@ class SqliteDict(Dict):
         except OSError as err:
             raise DictError(f"sqlite dict {self.path}: {err}") from err
 
+    async def apply(self, ops: _Ops) -> None:
+        done: asyncio.Future[None] = self.loop.create_future()
+        self._pending.append((ops, done))
+        if self._flusher is None:
+            self._flusher = self.loop.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                try:
+                    outcome = await self.run(self._apply_group, [ops for ops, _ in group])
+                except asyncio.CancelledError:
+                    for _, done in group:
+                        done.cancel()
+                    raise
+                except Exception as err:  # the whole group failed
+                    for _, done in group:
+                        if not done.done():
+                            done.set_exception(err)
+                    continue
+                for (_, done), failure in zip(group, outcome, strict=True):
+                    if done.done():
+                        continue
+                    if failure is None:
+                        done.set_result(None)
+                    elif isinstance(failure, sqlite3.Error):
+                        done.set_exception(_map_error(failure))
+                    else:
+                        done.set_exception(failure)
+        finally:
+            self._flusher = None
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        await self.loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=False)
+
+
+_files: dict[tuple[str, str, float], _SqliteFile] = {}
+
+
+async def _open_file(path: str, journal_mode: str, busy_timeout: float) -> _SqliteFile:
+    key = (os.path.abspath(path), journal_mode, busy_timeout)
+    shared = _files.get(key)
+    if shared is None or shared.loop is not asyncio.get_running_loop():
+        shared = _files[key] = _SqliteFile(path, journal_mode, busy_timeout)
+    shared.refs += 1
+    return shared
+
+
+async def _release_file(shared: _SqliteFile) -> None:
+    shared.refs -= 1
+    if shared.refs > 0:
+        return
+    key = (os.path.abspath(shared.path), shared.journal_mode, shared.busy_timeout)
+    if _files.get(key) is shared:
+        del _files[key]
+    await shared.close()
+
+
+@register_dict("sqlite")
+class SqliteDict(Dict):
+    def __init__(self, settings: Mapping[str, str], username: str | None = None) -> None:
+        super().__init__(settings, username)
+        path = self.settings.get("sqlite_path", "")
+        if not path:
+            raise DictError("sqlite dict: sqlite_path is not set")
+        self.path = path
+        journal = self.settings.get("sqlite_journal_mode", "wal").strip().lower() or "wal"
+        if journal not in ("wal", "delete"):
+            raise DictError(f"sqlite_journal_mode: expected wal or delete, not {journal!r}")
+        self.journal_mode = journal
+        self.busy_timeout = parse_duration(self.settings.get("sqlite_busy_timeout", ""), 30.0)
+        self._file: _SqliteFile | None = None
+        self._closed = False
+
+    async def _shared(self) -> _SqliteFile:
+        if self._closed:
+            raise DictError("dict is closed")
+        if self._file is None:
+            self._file = await _open_file(self.path, self.journal_mode, self.busy_timeout)
+        return self._file
+
     async def get(self, key: str) -> str | None:
         self.check_key(key)
-        return await self._run(self._get, self.owner_of(key), key)
+        shared = await self._shared()
+        return await shared.run(shared.get, self.owner_of(key), key)
 
     async def iterate(
         self,
@@ -246,25 +350,25 @@ class SqliteDict(Dict):
         limit: int | None = None,
     ) -> list[tuple[str, str]]:
         self.check_key(prefix)
-        return await self._run(
-            self._iterate, self.owner_of(prefix), prefix, recurse, exact_depth, after, limit
+        shared = await self._shared()
+        return await shared.run(
+            shared.iterate, self.owner_of(prefix), prefix, recurse, exact_depth, after, limit
         )
 
     def transaction(self) -> DictTransaction:
         return _SqliteTransaction(self)
 
     async def apply(self, ops: list[DictOp]) -> None:
-        await self._run(self._apply, [(self.owner_of(op.key), op) for op in ops])
+        shared = await self._shared()
+        await shared.apply([(self.owner_of(op.key), op) for op in ops])
 
     async def close(self) -> None:
         if self._closed:
             return
-        if self._executor is not None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._close)
-            self._executor.shutdown(wait=False)
-            self._executor = None
         self._closed = True
+        if self._file is not None:
+            shared, self._file = self._file, None
+            await _release_file(shared)
 
 
 class _SqliteTransaction(DictTransaction):

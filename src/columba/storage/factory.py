@@ -15,6 +15,7 @@ from typing import Literal
 
 from columba.fs.api import FsSpec
 from columba.storage.api import MailStorage, UserInfo
+from columba.storage.index import FsyncMode
 
 AutoMode = Literal["no", "create", "subscribe"]
 
@@ -56,6 +57,8 @@ class StorageSettings:
     """Where ``columba-index.db`` lives (created 0700)."""
     index_busy_timeout: float = 30.0
     """Seconds a write waits for another process's index transaction."""
+    mail_fsync: FsyncMode = "optimized"
+    """``mail_fsync``: how index commits are synced (see :mod:`columba.storage.index`)."""
     metacache_specs: Callable[[UserInfo], list[FsSpec]] | None = None
     """The user's ``metacache`` fs stack for index bundles; None: no bundles are uploaded."""
     metacache_upload_interval: float = 300.0

@@ -18,9 +18,15 @@ from columba.fs.api import FsSpec
 from columba.lib.var_expand import VarExpandError, expand
 from columba.storage.api import StorageTemporaryError, UserInfo
 from columba.storage.factory import AutoMailbox, AutoMode, StorageSettings
+from columba.storage.index import FsyncMode
 
 _FS_SETTING_PREFIXES = ("fs_", "storage_", "crypt_global_public_key_file", "crypt_write_")
 _DICT_SETTING_PREFIXES = ("sqlite_", "pgsql_", "cassandra_", "redis_", "dict_")
+_FSYNC_MODES: dict[str, FsyncMode] = {
+    "optimized": "optimized",
+    "always": "always",
+    "never": "never",
+}
 
 
 def user_variables(user: UserInfo) -> dict[str, str]:
@@ -146,8 +152,14 @@ def storage_settings(view: SettingsView) -> StorageSettings:
     driver = view.get_str("mail_driver") or "obox"
     if driver != "obox":
         raise ConfigError(f"mail_driver = {driver}: Columba stores mail with obox only")
+    fsync = _FSYNC_MODES.get(view.get_str("mail_fsync"))
+    if fsync is None:
+        raise ConfigError(
+            f"mail_fsync = {view.get_str('mail_fsync')}: expected optimized, always or never"
+        )
     return StorageSettings(
         fs_specs=fs_stack_factory(view, "obox"),
+        mail_fsync=fsync,
         auto_mailboxes=auto_mailboxes(view),
         mail_save_max_size=max(view.get_int("mail_save_max_size"), 0),
         lda_mailbox_autocreate=view.get_bool("lda_mailbox_autocreate"),

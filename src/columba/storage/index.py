@@ -1,8 +1,19 @@
 """The per-user SQLite index ("metacache"): schema v1 and every query the obox driver makes.
 
-One file per user, ``<index dir>/columba-index.db`` (WAL, ``synchronous=FULL``, busy timeout),
-shared by every process of a backend. :class:`MailIndex` is synchronous and owned by one thread
-(the obox driver runs it on a per-user single-thread executor); every method is one transaction,
+One file per user, ``<index dir>/columba-index.db`` (WAL, busy timeout), shared by every
+process of a backend. Durability follows ``mail_fsync`` as in Dovecot: ``always`` commits with
+``synchronous=FULL`` (every commit fsyncs the WAL); ``optimized`` (the default) with
+``synchronous=NORMAL`` — a commit is in the OS page cache (it survives a killed process, not a
+power loss) and the WAL is fsynced at checkpoints; ``never`` with ``synchronous=OFF``. That is
+safe because the index is not the record of what was delivered: the object and its dictmap row
+are, and both are durable before a delivery is acknowledged. After a power loss or kernel crash
+(the boot id in ``meta`` differs from the running kernel's, see :meth:`MailIndex.needs_boot_check`)
+the obox driver reconciles the index with the dictmap listing before first use, which restores
+appends and expunges the index lost (flag changes since the last checkpoint are lost, as with
+Dovecot's own indexes under ``mail_fsync = optimized``).
+
+:class:`MailIndex` is synchronous and used by one thread at a time (the obox driver runs a
+user's index jobs one after another on its shared index threads); every method is one transaction,
 so several processes can write the same user: writes run under ``BEGIN IMMEDIATE`` (UID
 allocation and MODSEQ bumps are read-check-write steps that must not interleave), reads under a
 deferred ``BEGIN`` so they see one consistent snapshot.
@@ -36,6 +47,7 @@ opened, so older files gain them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
@@ -46,7 +58,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from columba.storage.api import (
     SPECIAL_USE_FLAGS,
@@ -425,15 +437,36 @@ def _is_busy(err: sqlite3.Error) -> bool:
     return "locked" in str(err) or "busy" in str(err)
 
 
+# ---------------------------------------------------------------------- durability
+
+FsyncMode = Literal["optimized", "always", "never"]
+_SYNCHRONOUS: dict[str, str] = {"always": "FULL", "optimized": "NORMAL", "never": "OFF"}
+_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+@functools.cache
+def current_boot_id() -> str | None:
+    """The running kernel's boot id (Linux), None where there is none."""
+    try:
+        with open(_BOOT_ID_PATH, encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
 # ---------------------------------------------------------------------- the index
 
 
 class MailIndex:
     """One user's index file. Not thread-safe: use it from one thread at a time."""
 
-    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: Path, *, busy_timeout: float = 30.0, fsync: FsyncMode = "always"
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.fsync: FsyncMode = fsync if current_boot_id() is not None else "always"
+        """``always`` where no boot id can tell a power loss (see :func:`current_boot_id`)."""
         self._conn: sqlite3.Connection | None = None
         self._flag_cache: dict[str, frozenset[str]] = {}
 
@@ -456,7 +489,7 @@ class MailIndex:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.fsync]}")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version not in (0, SCHEMA_VERSION):
                 raise StorageError(f"{self.path}: unsupported index version {version}")
@@ -479,6 +512,30 @@ class MailIndex:
             conn.close()
             raise
         self._conn = conn
+
+    def needs_boot_check(self) -> bool:
+        """Were commits made without a full fsync under another boot (a power loss or kernel
+        crash may have dropped them)? Then reconcile, and :meth:`mark_boot`."""
+        boot = current_boot_id()
+        if boot is None:
+            return False
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'boot_id'").fetchone()
+        return row is None or row[0] != boot
+
+    def mark_boot(self) -> None:
+        """Record that the index is in line with the storage under the running kernel (fully
+        synced, so that a crash right after does not hide the need for another check)."""
+        boot = current_boot_id()
+        if boot is None:
+            return
+        with self._write(count=False) as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('boot_id', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (boot,),
+            )
+        self.conn.execute("PRAGMA wal_checkpoint(FULL)")
 
     def close(self) -> None:
         if self._conn is not None:

@@ -75,6 +75,7 @@ from columba.storage.api import (
 )
 from columba.storage.index import (
     CommitUncertain,
+    FsyncMode,
     MailboxRow,
     MailIndex,
     MessageRow,
@@ -110,8 +111,22 @@ STORE_IDLE_TIMEOUT = 15.0
 """Seconds a user's store (index connection, index thread, fs stack, watch) stays open in this
 process after its last user/delivery released it, so back-to-back sessions and deliveries
 don't reopen it."""
-STORE_IDLE_MAX = 32
+STORE_IDLE_MAX = 256
 """Idle stores kept open at most (least recently released closed first)."""
+INDEX_THREADS = 16
+"""Threads running index jobs, shared by every user's store in the process."""
+
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _index_pool() -> ThreadPoolExecutor:
+    """The process's index threads (created on first use; a forked worker makes its own)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        _pool = (os.getpid(), ThreadPoolExecutor(INDEX_THREADS, thread_name_prefix="columba-index"))
+    return _pool[1]
+
+
 UID_LOCK_FILE = "columba-uid.lock"
 """flock held from choosing a save's UIDs until its index commit (UIDs go into the objects'
 metadata, so they are chosen before the objects are written, and must become visible in
@@ -237,12 +252,15 @@ def _prepare(req: AppendRequest, username: str, mailbox_guid: str) -> _Prepared:
 class _UserStore:
     """One index file and fs stack open in this process, shared by its users and deliveries."""
 
-    def __init__(self, user: UserInfo, path: Path, fs: Fs, busy_timeout: float) -> None:
+    def __init__(
+        self, user: UserInfo, path: Path, fs: Fs, busy_timeout: float, fsync: FsyncMode
+    ) -> None:
         self.user = user
         self.path = path
-        self.index = MailIndex(path, busy_timeout=busy_timeout)
+        self.index = MailIndex(path, busy_timeout=busy_timeout, fsync=fsync)
         self.fs = fs
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="columba-index")
+        self._serial = asyncio.Lock()
+        """One index job at a time (the index is not thread-safe), in arrival order."""
         self.refs = 0
         self.watch: Watch | None = None
         self._uid_lock = asyncio.Lock()
@@ -282,9 +300,19 @@ class _UserStore:
         await sync_mailbox_info(self.fs, self.run, self.index, self.user.username)
 
     async def run(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run an index method on the shared index threads, one job of this store at a time."""
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+            async with self._serial:
+                job = loop.run_in_executor(_index_pool(), functools.partial(fn, *args, **kwargs))
+                try:
+                    return await asyncio.shield(job)
+                except asyncio.CancelledError:
+                    # Hold the store until the job is over: the next one must not overlap it.
+                    while not job.done():
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await asyncio.wait([job])
+                    raise
         except CommitUncertain:
             raise
         except StorageError:
@@ -370,7 +398,6 @@ class _UserStore:
         try:
             await self.run(self.index.close)
         finally:
-            self.executor.shutdown(wait=False)
             try:
                 await self.fs.close()
             except FsError as err:
@@ -433,7 +460,9 @@ class ObOxStorage(MailStorage):
                     fs = create_fs_stack(self.settings.fs_specs(user))
                 except FsError as err:
                     raise StorageError(f"mail storage configuration: {err}") from err
-                store = _UserStore(user, path, fs, self.settings.index_busy_timeout)
+                store = _UserStore(
+                    user, path, fs, self.settings.index_busy_timeout, self.settings.mail_fsync
+                )
                 try:
                     await self.metacache.ensure_local(
                         user, directory, fs, functools.partial(self._rebuild, store)
@@ -441,6 +470,7 @@ class ObOxStorage(MailStorage):
                     await store.run(store.index.open)
                     store.remember_file()
                     await store.run(store.index.ensure_mailboxes, self._ensure)
+                    await self._boot_check(store)
                     await store.sync_mailbox_info()
                 except BaseException:
                     await store.close()
@@ -490,6 +520,29 @@ class ObOxStorage(MailStorage):
             await store.close()
         except Exception as err:
             log.warning("obox: closing idle store of %s: %s", store.user.username, err)
+
+    async def _boot_check(self, store: _UserStore) -> None:
+        """First open since the machine booted, and the index was written without full fsyncs:
+        a power loss may have dropped its last commits, so reconcile it with the dictmap
+        listing (the durable record of every acknowledged message) before anyone uses it."""
+        if store.index.fsync == "always" or not await store.run(store.index.needs_boot_check):
+            return
+        from columba.storage.rebuild import reconcile
+
+        async with store.uid_lock():
+            if not await store.run(store.index.needs_boot_check):
+                return  # another process of this backend did it meanwhile
+            report = await reconcile(store.fs, store.run, store.index, store.user.username)
+            await store.run(store.index.mark_boot)
+        if report.added or report.removed or report.mailboxes_created:
+            log.warning(
+                "obox: %s: index caught up with storage after a restart of the machine: "
+                "%d mailbox(es) recreated, %d message(s) added, %d removed",
+                store.user.username,
+                len(report.mailboxes_created),
+                report.added,
+                report.removed,
+            )
 
     async def _rebuild(self, store: _UserStore, directory: Path) -> None:
         """A new (or just pulled) index: reconcile it with the dictmap listing. On failure the
