@@ -134,8 +134,10 @@ class DictmapFs(FsWrapper):
     async def _replace_row(self, path: str, value: str) -> str | None:
         """Point `path` at `value` (CAS loop); return the previous value.  Raises DictError."""
         key = self.forward_key(path)
-        for _ in range(_CAS_ATTEMPTS):
-            old = await self.dict.get(key)
+        old: str | None = None  # first guess: a new name (every message object's is)
+        for attempt in range(_CAS_ATTEMPTS):
+            if attempt:
+                old = await self.dict.get(key)
             t = self.dict.transaction()
             t.set_if(key, old, value)
             if old:
