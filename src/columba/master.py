@@ -6,6 +6,12 @@ records the bound sockets in ``base_dir/listeners.json`` and forks the worker pr
 inherit the listening sockets and accept on all of them in an asyncio loop (uvloop when
 installed), dispatching to the handlers in ``columba.net.services``.
 
+Memory: before the first fork the master trims SQLite's per-connection page-cache bulk
+allocation (:func:`tune_sqlite`, ~80 KB per connection, and a worker holds a few per logged-in
+user), and before every fork it collects and freezes the heap (``gc.freeze()``) so the workers
+keep sharing the imported modules' pages instead of copying them when their collector runs
+(the master unfreezes its own heap right after the fork).
+
 The master itself runs no event loop: it sleeps in ``select`` on a signal wakeup pipe, so it
 never blocks and never polls. SIGCHLD reaps and restarts dead workers (with back-off when a
 worker keeps dying), SIGHUP reloads (a failing ``load()`` keeps the running configuration;
@@ -18,7 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
+import gc
 import os
 import selectors
 import signal
@@ -60,6 +69,10 @@ MAX_BACKOFF = 60.0
 KILL_GRACE = 5.0
 
 _MASTER_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
+
+_SQLITE_CONFIG_PAGECACHE = 7
+_SQLITE_STATUS_MALLOC_COUNT = 9
+_sqlite_tuned = False
 
 Log = Callable[[str], None]
 
@@ -108,6 +121,46 @@ def _worker_count(settings: MasterSettings) -> int:
     if settings.workers < 0:
         raise MasterError(f"workers must be 0 (one per core) or more, not {settings.workers}")
     return settings.workers or os.cpu_count() or 1
+
+
+def tune_sqlite() -> bool:
+    """Turn off SQLite's initial page-cache bulk allocation for connections opened later.
+
+    By default every connection mallocs room for 20 pages (~85 KB) the first time it reads a
+    page, however small the database is: with a few connections per logged-in user (the
+    user's index, the change watcher's poll connection) that is most of what an idle user
+    costs. ``sqlite3_config(SQLITE_CONFIG_PAGECACHE, NULL, 0, 0)`` makes SQLite allocate cache
+    pages one by one as they are used instead. The call is only allowed while SQLite is shut
+    down, so it is made only while SQLite has no allocation outstanding (no connection is
+    open); the master does it once at start, before forking, and workers inherit it. Returns
+    whether the setting took; a Python whose ``_sqlite3`` does not use the shared
+    ``libsqlite3`` is left as it is.
+    """
+    global _sqlite_tuned
+    if _sqlite_tuned:
+        return True
+    name = ctypes.util.find_library("sqlite3")
+    if name is None:
+        return False
+    try:
+        import _sqlite3  # noqa: F401 - makes sure the library our sqlite3 uses is loaded
+
+        lib = ctypes.CDLL(name)
+        current, highwater = ctypes.c_int64(), ctypes.c_int64()
+        if lib.sqlite3_status64(
+            _SQLITE_STATUS_MALLOC_COUNT, ctypes.byref(current), ctypes.byref(highwater), 0
+        ):
+            return False
+        if current.value != 0 or lib.sqlite3_shutdown() != 0:
+            return False  # something is open: shutting SQLite down would pull the rug
+        status = lib.sqlite3_config(
+            _SQLITE_CONFIG_PAGECACHE, ctypes.c_void_p(0), ctypes.c_int(0), ctypes.c_int(0)
+        )
+        lib.sqlite3_initialize()
+    except (OSError, AttributeError, ImportError):
+        return False
+    _sqlite_tuned = bool(status == 0)
+    return _sqlite_tuned
 
 
 # --------------------------------------------------------------------------- pid file
@@ -313,6 +366,7 @@ class _Master:
             return 1
         saved: dict[int, Any] = {}
         old_wakeup = -1
+        tune_sqlite()
         try:
             try:
                 changes = self.listeners.apply(settings.listeners)
@@ -400,11 +454,16 @@ class _Master:
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()
             sys.stderr.flush()
+        # Objects that exist now are shared with the child copy-on-write; keep the child's
+        # collector from writing to (and so copying) every page that holds one.
+        gc.collect()
+        gc.freeze()
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _MASTER_SIGNALS)
         try:
             pid = os.fork()
         except OSError as exc:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            gc.unfreeze()
             self.log(f"master: cannot fork worker: {exc.strerror}")
             self._schedule_restart(slot, quick_death=True)
             return
@@ -419,6 +478,7 @@ class _Master:
             finally:
                 os._exit(status)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        gc.unfreeze()  # the master itself keeps collecting (old configurations after reloads)
         self.workers[pid] = _Worker(
             pid=pid,
             slot=slot,

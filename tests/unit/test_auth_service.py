@@ -127,3 +127,67 @@ def test_cli_pw_and_auth_test(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "auth failed: password mismatch" in out and "bad" not in out.replace("auth failed", "")
     assert main(["user", "-c", str(conf), "alice@example.com"]) == 0
     assert "home\t/home/alice" in capsys.readouterr().out
+
+
+def test_cheap_schemes_verify_inline_slow_ones_in_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A {PLAIN}/digest password is checked on the event loop (no thread hop); the key
+    stretching schemes (SHA512-CRYPT here) still go to a thread."""
+    assert schemes.is_cheap("{PLAIN}x") and schemes.is_cheap("{SSHA512}" + "A" * 92)
+    assert schemes.is_cheap("{CRAM-MD5}" + "0" * 64)
+    assert not schemes.is_cheap(schemes.generate("SHA512-CRYPT", "x"))
+    assert not schemes.is_cheap("{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA")
+    assert not schemes.is_cheap("{NO-SUCH-SCHEME}x")
+    assert not schemes.is_cheap("$2y$05$abcdefghijklmnopqrstuv")  # default CRYPT
+    users = tmp_path / "users"
+    users.write_text(
+        "plain@example.com:{PLAIN}secret::::::\n"
+        f"slow@example.com:{schemes.generate('SHA512-CRYPT', 'secret')}::::::\n"
+    )
+    config = load_text(
+        f"dovecot_config_version = 2.4.0\npassdb passwd-file {{\n  passwd_file_path = {users}\n}}\n"
+    )
+    auth = Authenticator(SettingsView(config.schema, config.root))
+    hops: list[str] = []
+    real_to_thread = asyncio.to_thread
+
+    async def counting_to_thread(fn: object, /, *args: object, **kwargs: object) -> object:
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return await real_to_thread(fn, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncio, "to_thread", counting_to_thread)
+
+    async def run() -> None:
+        first = await auth.authenticate(AuthRequest("plain@example.com", "secret"))
+        assert first.ok
+        assert hops == ["lookup"]  # the first lookup reads the file in a thread
+        hops.clear()
+        assert (await auth.authenticate(AuthRequest("plain@example.com", "secret"))).ok
+        assert not (await auth.authenticate(AuthRequest("plain@example.com", "nope"))).ok
+        assert hops == []  # file unchanged, cheap scheme: no thread at all
+        assert (await auth.authenticate(AuthRequest("slow@example.com", "secret"))).ok
+        assert hops == ["verify"]
+
+    asyncio.run(run())
+
+
+def test_passwd_file_cached_lookup_notices_changes(tmp_path: Path) -> None:
+    from columba.auth.passwd_file import PasswdFile, shared_passwd_file
+
+    path = tmp_path / "users"
+    path.write_text("a@example.com:{PLAIN}one::::::\n")
+    passwd = PasswdFile(str(path))
+    assert passwd.cached_lookup("a@example.com") == (False, None)  # never read yet
+    entry = passwd.lookup("a@example.com")
+    assert entry is not None and entry.password == "{PLAIN}one"
+    assert passwd.cached_lookup("a@example.com") == (True, entry)
+    assert passwd.cached_lookup("b@example.com") == (True, None)
+    path.write_text("a@example.com:{PLAIN}three::::::\nb@example.com:{PLAIN}two::::::\n")
+    assert passwd.cached_lookup("a@example.com") == (False, None)  # size changed: re-read
+    changed = passwd.lookup("b@example.com")
+    assert changed is not None and changed.password == "{PLAIN}two"
+    path.unlink()
+    with pytest.raises(OSError):
+        passwd.cached_lookup("a@example.com")
+    assert shared_passwd_file(str(path)) is shared_passwd_file(str(path))

@@ -1,11 +1,16 @@
-"""Cross-process change notification never misses a commit made before its first poll."""
+"""Cross-process change notification never misses a commit made before its first poll, and a
+watched file is asked only when its WAL file changed (or the full poll interval passed)."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from columba.storage import notify
 from columba.storage.notify import ChangeNotifier
 
 
@@ -65,3 +70,68 @@ def test_later_commits_wake_waiters_and_quiet_files_do_not(tmp_path: Path) -> No
             watch.close()
 
     assert asyncio.run(scenario()) == (False, True)
+
+
+class _CountingCursor:
+    """Stands in for the poll connection's cursor: counts the questions asked."""
+
+    connection = None
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def execute(self, sql: str) -> _CountingCursor:
+        assert sql == "PRAGMA data_version"
+        self.asked += 1
+        return self
+
+    def fetchone(self) -> tuple[int]:
+        return (7,)
+
+
+def test_a_file_is_asked_only_when_its_wal_changed_or_the_full_interval_passed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "index.db"
+    _make_db(path)
+    holder = sqlite3.connect(path)  # keeps the WAL file in place, as the index connection does
+    holder.execute("SELECT 1 FROM t").fetchall()
+    notifier = ChangeNotifier()
+    entry = notify._Entry(str(path))
+    cursor = _CountingCursor()
+    conns: dict[str, tuple[notify._Entry, Any]] = {entry.path: (entry, cursor)}
+    try:
+        notifier._poll(entry, conns, 0.0)  # first look
+        assert cursor.asked == 1
+        notifier._poll(entry, conns, 0.1)
+        notifier._poll(entry, conns, 0.2)
+        assert cursor.asked == 1  # nothing written: not asked
+        _commit(path, 1)
+        notifier._poll(entry, conns, 0.3)
+        assert cursor.asked == 2  # the WAL file changed: asked
+        notifier._poll(entry, conns, 0.3 + notify.FULL_POLL_INTERVAL)
+        assert cursor.asked == 3  # asked anyway once the full interval passed
+    finally:
+        holder.close()
+
+
+def test_a_commit_the_wal_stat_cannot_see_still_wakes_the_waiter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "index.db"
+    _make_db(path)
+    monkeypatch.setattr(notify, "_wal_key", lambda _path: (1, 1, 1))  # never seems to change
+    monkeypatch.setattr(notify, "FULL_POLL_INTERVAL", 0.5)
+
+    async def scenario() -> bool:
+        notifier = ChangeNotifier(interval=0.05)
+        watch = notifier.watch(path)
+        try:
+            await asyncio.sleep(0.3)  # past the first poll and its one wake-up
+            generation = watch.generation
+            _commit(path, 2)
+            return await watch.wait(generation, 3.0)
+        finally:
+            watch.close()
+
+    assert asyncio.run(scenario()) is True

@@ -72,3 +72,38 @@ def test_idle_stores_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         assert storage._stores == {} and storage._idle == {}
 
     asyncio.run(scenario())
+
+
+def test_opening_one_user_does_not_wait_for_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stores are locked per index file: a slow open (a metacache pull, a rebuild) of one user
+    doesn't hold up the logins of every other user of the process."""
+    slow = UserInfo("slow@example.com", str(tmp_path / "home" / "slow"))
+    fast = UserInfo("fast@example.com", str(tmp_path / "home" / "fast"))
+
+    async def scenario() -> None:
+        storage = ObOxStorage(settings(tmp_path, metacache=False))
+        entered = asyncio.Event()
+        release = asyncio.Event()
+        real_ensure = storage.metacache.ensure_local
+
+        async def ensure_local(user: UserInfo, *args: object) -> None:
+            if user.username == slow.username:
+                entered.set()
+                await release.wait()
+            await real_ensure(user, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(storage.metacache, "ensure_local", ensure_local)
+        slow_open = asyncio.create_task(storage.open_user(slow))
+        await entered.wait()
+        # a deadlock guard, not a timing: with one storage-wide lock this never finishes
+        mail = await asyncio.wait_for(storage.open_user(fast), 30)
+        assert not slow_open.done()
+        await mail.close()
+        release.set()
+        await (await slow_open).close()
+        assert storage._key_locks == {}  # per-user locks don't pile up
+        await storage.close()
+
+    asyncio.run(scenario())

@@ -9,7 +9,7 @@ for every connection that is not from a trusted network.
 from __future__ import annotations
 
 import ipaddress
-from functools import cache
+from functools import cache, lru_cache
 
 from columba.config.resolve import SettingsView
 
@@ -25,7 +25,10 @@ def _networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
     return tuple(networks)
 
 
+@lru_cache(maxsize=4096)
 def in_networks(ip: str, networks_text: str) -> bool:
+    """Is ``ip`` in one of the networks of ``networks_text`` (cached: asked at every greeting
+    and login, for the few addresses a server sees most)."""
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

@@ -3,10 +3,16 @@
 Extra fields are space separated ``key=value`` (a bare ``key`` means ``key=yes``); those named
 ``userdb_*`` belong to the userdb. A file is re-read when its modification time or size
 changes; bad lines are skipped with a note naming ``file:line``, never the password.
+
+Lookups from the event loop use :meth:`PasswdFile.cached_lookup` first: one ``stat`` (as
+Dovecot's passwd-file driver does per lookup) and a dict lookup, no thread hop; only when the
+file changed is it re-read, in a thread. Every driver naming the same path shares one
+:class:`PasswdFile` (:func:`shared_passwd_file`), so passdb and userdb parse it once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from dataclasses import dataclass, field
@@ -83,6 +89,16 @@ class PasswdFile:
         self._refresh()
         return self._entries.get(user)
 
+    def cached_lookup(self, user: str) -> tuple[bool, PasswdEntry | None]:
+        """``(True, entry or None)`` when the loaded entries are current (the file's mtime and
+        size are unchanged: one ``stat``, cheap enough for the event loop); ``(False, None)``
+        when the file must be (re)read first: call :meth:`lookup` in a thread then. OSError
+        when the file can't be stat'ed."""
+        stat = os.stat(self.path)
+        if (stat.st_mtime_ns, stat.st_size) != self._stamp:
+            return False, None
+        return True, self._entries.get(user)
+
     def users(self) -> list[str]:
         self._refresh()
         return sorted(self._entries)
@@ -99,3 +115,30 @@ class PasswdFile:
                 text = handle.read()
             self._entries, self.notes = parse_passwd_file(text, self.path)
             self._stamp = stamp
+
+
+_shared: dict[str, PasswdFile] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_passwd_file(path: str) -> PasswdFile:
+    """The process's :class:`PasswdFile` for ``path`` (one per path, shared by every driver)."""
+    found = _shared.get(path)
+    if found is None:
+        with _shared_lock:
+            found = _shared.get(path)
+            if found is None:
+                if len(_shared) >= 1024:  # per-user file templates: don't grow without bound
+                    _shared.clear()
+                found = _shared[path] = PasswdFile(path)
+    return found
+
+
+async def lookup_entry(path: str, user: str) -> PasswdEntry | None:
+    """``user``'s entry in the passwd-file at ``path``, read in a thread only when the file
+    changed since it was last read (OSError when it can't be read)."""
+    passwd = shared_passwd_file(path)
+    current, entry = passwd.cached_lookup(user)
+    if current:
+        return entry
+    return await asyncio.to_thread(passwd.lookup, user)

@@ -993,6 +993,30 @@ def verify(
     return _eq(scheme.generate_raw(pw, params), raw)
 
 
+_CHEAP_SCHEMES: frozenset[str] = frozenset(
+    {
+        "SSHA", "SSHA256", "SSHA512", "SMD5",
+        "SHA", "SHA1", "SHA256", "SHA512",
+        "PLAIN-MD5", "LDAP-MD5", "PLAIN-MD4",
+        "PLAIN", "CLEAR", "CLEARTEXT", "PLAIN-TRUNC",
+        "CRAM-MD5", "HMAC-MD5", "DIGEST-MD5",
+    }
+)  # fmt: skip
+"""Schemes whose verification is one or two hash blocks (microseconds, no key stretching):
+cheaper to run on the event loop than to hand to a thread."""
+
+
+def is_cheap(stored: str, default_scheme: str = "CRYPT") -> bool:
+    """Can ``verify`` check ``stored`` in microseconds (no rounds, no key derivation)? False
+    for the deliberately slow schemes (crypt family, Argon2, PBKDF2, SCRAM) and for values
+    that don't parse (``verify`` reports those)."""
+    try:
+        _, scheme, _, _ = _parse(stored, default_scheme)
+    except PasswordSchemeError:
+        return False
+    return scheme.name in _CHEAP_SCHEMES
+
+
 def needs_cleartext(stored: str, default_scheme: str = "CRYPT") -> bool:
     """True if ``stored`` can only be checked against a cleartext password.
 

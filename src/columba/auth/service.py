@@ -1,9 +1,10 @@
 """The authentication service: passdb chain, password verification, userdb chain.
 
 Used in-process by the login code of every protocol and by ``columba auth test``. Passwords
-are verified with :mod:`columba.auth.schemes` in a thread (hashing is CPU-heavy); a failed
-login is delayed by :class:`~columba.auth.penalty.AuthPenalty` and logged with its reason,
-never with the password.
+are verified with :mod:`columba.auth.schemes`: in a thread for the deliberately slow schemes
+(crypt family, Argon2, PBKDF2, SCRAM), inline for plain digests and cleartext, where the
+thread hop would cost more than the hash. A failed login is delayed by
+:class:`~columba.auth.penalty.AuthPenalty` and logged with its reason, never with the password.
 """
 
 from __future__ import annotations
@@ -135,14 +136,24 @@ class Authenticator:
                 continue
             else:
                 try:
-                    verified = await asyncio.to_thread(
-                        schemes.verify,
-                        password,
-                        request.password,
-                        user=found.user,
-                        allow_weak=self.allow_weak,
-                        default_scheme=passdb.default_scheme,
-                    )
+                    if schemes.is_cheap(password, passdb.default_scheme):
+                        # a digest or cleartext compare: microseconds, no thread hop
+                        verified = schemes.verify(
+                            password,
+                            request.password,
+                            user=found.user,
+                            allow_weak=self.allow_weak,
+                            default_scheme=passdb.default_scheme,
+                        )
+                    else:
+                        verified = await asyncio.to_thread(
+                            schemes.verify,
+                            password,
+                            request.password,
+                            user=found.user,
+                            allow_weak=self.allow_weak,
+                            default_scheme=passdb.default_scheme,
+                        )
                 except schemes.PasswordSchemeError as exc:
                     return AuthResult(False, user, f"passdb {passdb.name}: {exc}", temporary=True)
             if not verified:

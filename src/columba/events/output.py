@@ -28,6 +28,7 @@ stream, a file (append mode, line buffered) or syslog.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import json
@@ -155,8 +156,15 @@ def _field_strings(value: FieldValue) -> list[str]:
     return []
 
 
+def _unmasked(text: str) -> str:
+    return text
+
+
 def _scrub(event: Event) -> tuple[Event, Callable[[str], str]]:
     """A scrubbed copy of ``event`` and the masking function for the finished line."""
+    if _secrets_re is None and not any(map(is_secret_field, event.fields)):
+        # nothing to hide (no registered secrets, no secret-named field): the event as is
+        return event, _unmasked
     local = {
         s
         for key, value in event.fields.items()
@@ -197,7 +205,12 @@ def _scrub(event: Event) -> tuple[Event, Callable[[str], str]]:
 
 def scrub_event(event: Event) -> Event:
     """A copy of ``event`` with secret fields hidden and registered secrets masked."""
-    return _scrub(event)[0]
+    scrubbed = _scrub(event)[0]
+    if scrubbed is event:
+        scrubbed = dataclasses.replace(
+            event, fields=dict(event.fields), categories=list(event.categories)
+        )
+    return scrubbed
 
 
 # ---------------------------------------------------------------------------

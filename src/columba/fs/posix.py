@@ -3,7 +3,11 @@
 Durability: ``write`` creates ``.columba-tmp.<random>`` in the target directory, writes and
 fsyncs it, renames it over the target, and fsyncs the directory (and every directory it had to
 create), so an object is complete and durable when ``write`` returns and a crash leaves either
-the old object or the new one, plus at worst an invisible temp file.
+the old object or the new one, plus at worst an invisible temp file. ``delete`` does not fsync
+the directory (as Dovecot's expunge doesn't): after a power loss a deleted object may be back;
+nothing durable points at it any more (the dictmap row's delete is durable, and an index that
+lost the expunge too shows the message again, as a maildir would), and ``columba obox cleanup``
+removes such leftovers.
 
 Metadata is stored in extended attributes ``user.columba.<key>`` set on the temp file before the
 rename, so data and metadata change in one atomic step (ext4, xfs, btrfs and tmpfs on Linux 6.6+
@@ -217,7 +221,6 @@ class PosixFs(Fs):
             raise FileNotFoundError(errno.ENOENT, "not a file", full)
         os.unlink(full)
         directory = os.path.dirname(full)
-        self._sync_dir(directory)
         if self.autodelete_dirs:
             while directory != self.root and directory.startswith(self.root + os.sep):
                 try:

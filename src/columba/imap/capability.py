@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from columba.imap.session import ImapSession
 
-from columba.proto.imap.response import Atom, ResponseCode
+from columba.proto.imap.response import Atom, Raw, ResponseCode
 
 __all__ = ["AUTH_MECHANISMS", "POST_LOGIN", "capabilities", "capability_code", "capability_line"]
 
@@ -109,9 +109,22 @@ def capabilities(session: ImapSession) -> list[str]:
     return _versions(session, post_login(session) if session.logged_in else pre_login(session))
 
 
+_CODES: dict[tuple[str, ...], ResponseCode] = {}
+"""``[CAPABILITY ...]`` codes by capability list: a handful of distinct lists per process, each
+encoded once (every greeting and login reply carries one)."""
+
+
 def capability_code(session: ImapSession) -> ResponseCode:
     """``[CAPABILITY ...]`` for the greeting and the login reply."""
-    return ResponseCode("CAPABILITY", *map(Atom, capabilities(session)))
+    caps = tuple(capabilities(session))
+    code = _CODES.get(caps)
+    if code is None:
+        for cap in caps:
+            Atom(cap)  # each one must be a valid atom
+        if len(_CODES) >= 64:
+            _CODES.clear()
+        code = _CODES[caps] = ResponseCode("CAPABILITY", Raw(" ".join(caps).encode("ascii")))
+    return code
 
 
 def capability_line(session: ImapSession) -> bytes:

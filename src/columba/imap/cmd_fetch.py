@@ -5,7 +5,10 @@ UID) plus MODSEQ, EMAILID/THREADID (RFC 8474), SAVEDATE (RFC 8514) and BINARY/BI
 RFC822, RFC822.HEADER and RFC822.TEXT stay answered in IMAP4rev2 sessions too (RFC 9051
 deprecates them but keeps them in the grammar).
 
-Speed: the set is handled in batches; each batch asks the storage for all its records at once
+Speed: a FETCH of only UID, FLAGS and MODSEQ (``FETCH 1:* (FLAGS)`` of a big mailbox) is
+answered from the view's flag columns, thousands of lines formatted into one buffer at a time
+(:func:`_fetch_light`). Otherwise the set is handled in batches; each batch asks the storage
+for all its records at once (their rows read beforehand with one :meth:`MailboxView.preload`)
 and, when needed, for all cached parses (envelope, bodystructure, header block) in one index
 query. A message object is read only when an item needs more than its header. Responses go
 out in batches; big literals are streamed.
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 from columba.imap.cmd_binary import BinaryData, UnknownCte, binary_section, literal_prefix
 from columba.imap.cmd_search import partial_slice
 from columba.imap.condstore import enable_condstore, note_modseq, vanished_line
+from columba.imap.flag_text import FlagText
 from columba.imap.session import CommandError, ImapSession, Reply
 from columba.proto.imap import commands as c
 from columba.proto.imap.dates import format_datetime
@@ -35,6 +39,10 @@ BATCH = 256
 READ_AHEAD = 8
 """Message objects read concurrently while answering (bounded: they are held in memory)."""
 
+LIGHT_SLICE = 2048
+"""Messages a FETCH of flags only formats before letting other sessions run (a few ms)."""
+_LIGHT_ITEMS = frozenset({"UID", "FLAGS", "MODSEQ"})
+_LIGHT_FORMAT = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "MODSEQ": b"MODSEQ (%d)"}
 _PARSED_ITEMS = frozenset({"ENVELOPE", "BODY", "BODYSTRUCTURE"})
 _RAW_SIMPLE = frozenset({"RFC822", "RFC822.TEXT"})
 
@@ -107,6 +115,11 @@ async def fetch(session: ImapSession, cmd: c.FetchCommand) -> Reply:
         pairs = partial_slice(cmd.partial, [p for p in pairs if p[1] not in gone])
     need_parsed, need_raw = _needs(atts)
     sets_seen = not sel.readonly and any(a.sets_seen for a in atts)
+    if not sets_seen and all(a.section is None and a.name in _LIGHT_ITEMS for a in atts):
+        if await _fetch_light(session, pairs, atts):
+            return Reply("NO", "Some messages were expunged.", "EXPUNGEISSUED")
+        return Reply("OK", "Fetch completed.")
+    await view.preload([u for _, u in pairs])
     wants_flags = any(a.name == "FLAGS" for a in atts)
     wants_modseq = any(a.name == "MODSEQ" for a in atts)
     missing = False
@@ -155,6 +168,55 @@ async def fetch(session: ImapSession, cmd: c.FetchCommand) -> Reply:
     return Reply("OK", "Fetch completed.")
 
 
+async def _fetch_light(
+    session: ImapSession, pairs: list[tuple[int, int]], atts: Sequence[FetchAttribute]
+) -> bool:
+    """FETCH of UID, FLAGS and MODSEQ only, from the view's flag columns: the lines of
+    :data:`LIGHT_SLICE` messages are formatted into one buffer, then other sessions get a
+    turn. The bytes are those :func:`_write_message` writes. True if some messages were
+    expunged (not in the view)."""
+    sel = session.require_selected()
+    view = sel.view
+    flag_text = FlagText(session)
+    names = [a.name for a in atts]
+    line = b"* %d FETCH (" + b" ".join(_LIGHT_FORMAT[n] for n in names) + b")\r\n"
+    wants_modseq = "MODSEQ" in names
+    top_modseq = 0
+    missing = False
+    sent = 0
+    for start in range(0, len(pairs), LIGHT_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        chunk = pairs[start : start + LIGHT_SLICE]
+        rows = view.flag_rows([u for _, u in chunk])
+        count = len(rows)
+        j = 0
+        out: list[bytes] = []
+        for seq, uid in chunk:
+            if j >= count or rows[j][0] != uid:
+                missing = True
+                continue
+            _uid, flags, modseq = rows[j]
+            j += 1
+            args: list[int | bytes] = [seq]
+            for name in names:
+                if name == "FLAGS":
+                    args.append(flag_text(uid, flags))
+                elif name == "UID":
+                    args.append(uid)
+                else:
+                    args.append(modseq)
+            if wants_modseq and modseq > top_modseq:
+                top_modseq = modseq
+            out.append(line % tuple(args))
+        sent += j
+        await session.send(b"".join(out))
+    if wants_modseq:
+        note_modseq(session.selected, top_modseq)
+    session.counters["fetched"] += sent
+    return missing
+
+
 async def _condstore_fetch(
     session: ImapSession,
     cmd: c.FetchCommand,
@@ -182,7 +244,7 @@ async def _condstore_fetch(
             if cmd.sequence_set.contains(u, largest) and u not in shown
         ]
         session.write(vanished_line(gone, earlier=True))
-    modseqs = {r.uid: r.modseq for r in sel.view.records(u for _, u in pairs)}
+    modseqs = {uid: modseq for uid, _flags, modseq in sel.view.flag_rows(u for _, u in pairs)}
     return [(s, u) for s, u in pairs if modseqs.get(u, since + 1) > since]
 
 

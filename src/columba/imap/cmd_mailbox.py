@@ -29,6 +29,7 @@ from columba.storage.api import (
     SYSTEM_FLAGS,
     MailboxInfo,
     MailboxStatus,
+    MailboxView,
     MailUser,
     StorageError,
 )
@@ -82,10 +83,10 @@ async def select(session: ImapSession, cmd: c.SelectCommand) -> Reply:
     session.write(b"* %d EXISTS\r\n" % sel.exists)
     if not session.rev2:  # RFC 9051 has neither RECENT nor the UNSEEN response code
         session.write(b"* %d RECENT\r\n" % len(view.recent_uids()))
-        for seq, record in enumerate(view.records(sel.uids), start=1):
-            if "\\Seen" not in record.flags:
-                session.untagged_ok("First unseen.", ResponseCode("UNSEEN", seq))
-                break
+        unseen = _first_unseen(view, sel.uids)
+        if unseen is not None:
+            seq = sel.seq_of(unseen)
+            session.untagged_ok("First unseen.", ResponseCode("UNSEEN", seq))
     session.untagged_ok("UIDs valid", ResponseCode("UIDVALIDITY", view.uidvalidity))
     session.untagged_ok("Predicted next UID", ResponseCode("UIDNEXT", view.uidnext))
     # obox keeps modseqs for every mailbox: HIGHESTMODSEQ always, NOMODSEQ never (RFC 7162)
@@ -99,6 +100,20 @@ async def select(session: ImapSession, cmd: c.SelectCommand) -> Reply:
         await condstore.qresync_select(session, sel, cmd.qresync)
     code = "READ-ONLY" if cmd.readonly else "READ-WRITE"
     return Reply("OK", ("Examine" if cmd.readonly else "Select") + " completed.", code)
+
+
+def _first_unseen(view: MailboxView, uids: list[int]) -> int | None:
+    """UID of the first message without ``\\Seen`` (looked at in growing slices: it is
+    mostly near the start)."""
+    start = 0
+    step = 1024
+    while start < len(uids):
+        for uid, flags, _modseq in view.flag_rows(uids[start : start + step]):
+            if "\\Seen" not in flags:
+                return uid
+        start += step
+        step = min(step * 4, 65536)
+    return None
 
 
 async def close(session: ImapSession, cmd: c.CloseCommand) -> Reply:

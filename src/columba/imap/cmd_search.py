@@ -2,9 +2,13 @@
 COUNT)``), RFC 5182 SEARCHRES (``RETURN (SAVE)`` and ``$``), RFC 5032 WITHIN, RFC 8514
 SAVEDATE keys, RFC 8474 EMAILID/THREADID, MODSEQ.
 
-The search is a set operation over the selected mailbox: records (flags, dates, sizes) come
-from the view at once; cached parses (headers) are fetched in one index query per batch only
-when a key needs them; message objects are read only for BODY and TEXT.
+The search is a set operation over the selected mailbox: flags and modseqs come from the
+view's columns, records (dates, sizes) only when a key needs them; header keys (HEADER, FROM,
+SUBJECT, ...) are decided by the storage for the whole set at once from the header blocks in
+the index (:meth:`MailboxView.header_matches`), and a program of header keys, ALL, AND, OR
+and NOT is then answered with set operations; cached parses are fetched (one index query per
+batch) only for what is still undecided or for keys that need them (SENTDATE, BODY, TEXT);
+message objects are read only for BODY and TEXT.
 
 String keys are case-insensitive substring matches over decoded (RFC 2047) header values or
 decoded text; dates compare the date part only (DESIGN.md §9). The CHARSET was checked by the
@@ -49,7 +53,7 @@ from columba.proto.imap.search import (
     SearchWithin,
 )
 from columba.proto.imap.sequence import SequenceSet
-from columba.storage.api import MessageExpunged, MessageRecord, StorageError
+from columba.storage.api import MailboxView, MessageExpunged, MessageRecord, StorageError
 from columba.storage.mime import ParsedMessage, decode_rfc2047
 
 __all__ = [
@@ -64,6 +68,8 @@ __all__ = [
 ]
 
 BATCH = 512
+ROWS_SLICE = 16384
+"""Messages whose flags and modseqs are collected before other sessions get a turn."""
 
 _logger = logging.getLogger("columba.imap")
 _T = TypeVar("_T")
@@ -72,7 +78,11 @@ _T = TypeVar("_T")
 @dataclass
 class _Message:
     seq: int
-    record: MessageRecord
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+    record: MessageRecord | None = None
+    """Only when the program has a key that needs more than flags and modseq."""
     parsed: ParsedMessage | None = None
     raw: bytes | None = None
     _text: dict[str, str] = field(default_factory=dict)
@@ -83,6 +93,9 @@ class _Context:
     recent: frozenset[int]
     sets: dict[int, frozenset[int]]
     now: _dt.datetime
+    headers: dict[int, tuple[frozenset[int], frozenset[int]]] = field(default_factory=dict)
+    """Per header key (by id): the UIDs that match and the UIDs the storage left undecided
+    (:meth:`MailboxView.header_matches`); a key missing here is answered from the parse."""
 
 
 def _walk(key: SearchKey) -> Iterable[SearchKey]:
@@ -113,6 +126,73 @@ def _needs(key: SearchKey) -> tuple[bool, bool]:
         elif isinstance(k, SearchDate) and k.field == "SENTDATE":
             parsed = True
     return parsed, raw
+
+
+def _needs_parse_besides_headers(key: SearchKey) -> bool:
+    return any(
+        isinstance(k, SearchText) or (isinstance(k, SearchDate) and k.field == "SENTDATE")
+        for k in _walk(key)
+    )
+
+
+def _needs_record(key: SearchKey) -> bool:
+    """Whether a key needs more of a message's record than its UID, flags and modseq."""
+    return any(
+        isinstance(k, SearchSize | SearchDate | SearchWithin | SearchObjectId) for k in _walk(key)
+    )
+
+
+async def _flag_rows(view: MailboxView, uids: list[int]) -> list[tuple[int, frozenset[str], int]]:
+    """:meth:`MailboxView.flag_rows` of many UIDs, a slice at a time (other sessions run in
+    between)."""
+    rows: list[tuple[int, frozenset[str], int]] = []
+    for start in range(0, len(uids), ROWS_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        rows.extend(view.flag_rows(uids[start : start + ROWS_SLICE]))
+    return rows
+
+
+async def _header_sets(
+    view: MailboxView, key: SearchKey, uids: Sequence[int]
+) -> dict[int, tuple[frozenset[int], frozenset[int]]]:
+    """Every header key of the program decided over *uids* at once by the storage."""
+    out: dict[int, tuple[frozenset[int], frozenset[int]]] = {}
+    for k in _walk(key):
+        if isinstance(k, SearchHeader) and id(k) not in out:
+            matched, unsure = await view.header_matches(uids, k.field, k.value)
+            out[id(k)] = (frozenset(matched), frozenset(unsure))
+    return out
+
+
+def _set_eval(key: SearchKey, ctx: _Context, universe: frozenset[int]) -> frozenset[int] | None:
+    """The UIDs of *universe* matching *key* computed as set operations, when every key in
+    it allows that (ALL, decided header keys, AND/OR/NOT); None otherwise."""
+    if isinstance(key, SearchAll | SearchSaveDateSupported):
+        return universe
+    if isinstance(key, SearchFuzzy):
+        return _set_eval(key.key, ctx, universe)
+    if isinstance(key, SearchHeader):
+        known = ctx.headers.get(id(key))
+        if known is None or not known[1].isdisjoint(universe):
+            return None
+        return known[0] & universe
+    if isinstance(key, SearchNot):
+        inner = _set_eval(key.key, ctx, universe)
+        return None if inner is None else universe - inner
+    if isinstance(key, SearchOr):
+        left = _set_eval(key.left, ctx, universe)
+        right = None if left is None else _set_eval(key.right, ctx, universe)
+        return None if left is None or right is None else left | right
+    if isinstance(key, SearchAnd):
+        result = universe
+        for k in key.keys:
+            part = _set_eval(k, ctx, universe)
+            if part is None:
+                return None
+            result = result & part
+        return result
+    return None
 
 
 def _fold(text: str) -> str:
@@ -170,21 +250,39 @@ def evaluate(key: SearchKey, m: _Message, ctx: _Context) -> bool:
         return not evaluate(key.key, m, ctx)
     if isinstance(key, SearchFuzzy):
         return evaluate(key.key, m, ctx)
-    record = m.record
     if isinstance(key, SearchFlag):
         if key.flag == "\\Recent":
-            has = record.uid in ctx.recent
+            has = m.uid in ctx.recent
         elif key.flag.startswith("\\"):
-            has = key.flag in record.flags
+            has = key.flag in m.flags
         else:
             wanted = key.flag.casefold()
-            has = any(f.casefold() == wanted for f in record.flags)
+            has = any(f.casefold() == wanted for f in m.flags)
         return has == key.present
     if isinstance(key, SearchSequence):
         numbers = ctx.sets[id(key)]
         if key.sequence_set.saved or key.uid:
-            return record.uid in numbers
+            return m.uid in numbers
         return m.seq in numbers
+    if isinstance(key, SearchModSeq):
+        return m.modseq >= key.modseq
+    if isinstance(key, SearchHeader):
+        known = ctx.headers.get(id(key))
+        if known is not None and m.uid not in known[1]:
+            return m.uid in known[0]
+        values = _header_values(m, key.field)
+        if not key.value:
+            return bool(values)
+        wanted = _fold(key.value)
+        return any(wanted in _fold(v) for v in values)
+    if isinstance(key, SearchText):
+        wanted = _fold(key.value)
+        if key.where == "TEXT" and wanted in _header_text(m):
+            return True
+        return wanted in _body_text(m)
+    record = m.record
+    if record is None:  # every key that reads the record makes _needs_record() true
+        raise CommandError("BAD", f"Unsupported search key {type(key).__name__}.")
     if isinstance(key, SearchSize):
         if key.relation == "LARGER":
             return record.size > key.size
@@ -204,19 +302,6 @@ def evaluate(key: SearchKey, m: _Message, ctx: _Context) -> bool:
         if key.relation == "OLDER":
             return age >= key.seconds
         return age < key.seconds
-    if isinstance(key, SearchHeader):
-        values = _header_values(m, key.field)
-        if not key.value:
-            return bool(values)
-        wanted = _fold(key.value)
-        return any(wanted in _fold(v) for v in values)
-    if isinstance(key, SearchText):
-        wanted = _fold(key.value)
-        if key.where == "TEXT" and wanted in _header_text(m):
-            return True
-        return wanted in _body_text(m)
-    if isinstance(key, SearchModSeq):
-        return record.modseq >= key.modseq
     if isinstance(key, SearchObjectId):
         if key.kind == "EMAILID":
             return record.guid == key.value
@@ -254,29 +339,60 @@ async def run_search(session: ImapSession, key: SearchKey) -> list[tuple[int, in
         # RFC 9051 §6.4.4 / Appendix E: no \Recent, so no NEW, OLD or RECENT search keys
         raise CommandError("BAD", "Unknown search key (NEW, OLD and RECENT aren't in IMAP4rev2).")
     sel = session.require_selected()
-    view = sel.view
     ctx = _Context(
-        recent=view.recent_uids(),
+        recent=sel.view.recent_uids(),
         sets=_resolve_sets(session, key),
         now=_dt.datetime.now(_dt.UTC),
     )
+    return await _matching(session, key, ctx, list(enumerate(sel.uids, start=1)))
+
+
+async def _matching(
+    session: ImapSession, key: SearchKey, ctx: _Context, pairs: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """Which ``(seq, uid)`` pairs (ascending) match *key*: keys the storage can answer for
+    the whole set at once (header keys) are asked first; messages are then looked at in
+    batches, their cached parse read only when a key still needs it."""
+    view = session.require_selected().view
     need_parsed, need_raw = _needs(key)
+    in_view = frozenset(view.uids())
+    present = [u for _, u in pairs if u in in_view]
+    if need_parsed:
+        ctx.headers = await _header_sets(view, key, present)
+        if not need_raw:
+            chosen = _set_eval(key, ctx, frozenset(present))
+            if chosen is not None:
+                return [(s, u) for s, u in pairs if u in chosen]
+    rows = await _flag_rows(view, present)
+    parse_all = _needs_parse_besides_headers(key)
+    parse_some: set[int] = set()
+    if need_parsed and not parse_all:
+        header_keys = [k for k in _walk(key) if isinstance(k, SearchHeader)]
+        for k in header_keys:
+            parse_some.update(ctx.headers[id(k)][1])
+    with_record = _needs_record(key)
+    if with_record:
+        await view.preload(present)
+    found = {u: (f, m) for u, f, m in rows}
     matches: list[tuple[int, int]] = []
-    uids = sel.uids
-    for start in range(0, len(uids), BATCH):
+    for start in range(0, len(pairs), BATCH):
         if start:
             await asyncio.sleep(0)  # let other sessions of the worker run between batches
-        chunk = uids[start : start + BATCH]
-        records = {r.uid: r for r in view.records(chunk)}
+        chunk = [(s, u) for s, u in pairs[start : start + BATCH] if u in found]
+        uids = [u for _, u in chunk]
+        records: dict[int, MessageRecord] = {}
+        if with_record:
+            records = {r.uid: r for r in view.records(uids)}
+        to_parse = uids if parse_all else [u for u in uids if u in parse_some]
         parsed_map: dict[int, ParsedMessage] = {}
-        if need_parsed and records:
-            parsed_map = await view.parsed_many(list(records))
-        for offset, uid in enumerate(chunk):
-            record = records.get(uid)
-            if record is None:
-                continue  # expunged, not yet announced
-            m = _Message(seq=start + offset + 1, record=record, parsed=parsed_map.get(uid))
-            if need_parsed and m.parsed is None:
+        if to_parse:
+            parsed_map = await view.parsed_many(to_parse)
+        for seq, uid in chunk:
+            flags, modseq = found[uid]
+            m = _Message(seq, uid, flags, modseq, records.get(uid), parsed_map.get(uid))
+            if with_record and m.record is None:
+                continue  # gone from the index before its record was read
+            if (parse_all or uid in parse_some) and m.parsed is None:
                 continue
             if need_raw:
                 try:
@@ -284,7 +400,7 @@ async def run_search(session: ImapSession, key: SearchKey) -> list[tuple[int, in
                 except MessageExpunged:
                     continue
             if evaluate(key, m, ctx):
-                matches.append((m.seq, uid))
+                matches.append((seq, uid))
     return matches
 
 
@@ -367,10 +483,10 @@ def _modseq_tail(
     narrowed = opts is not None and (partial is not None or bool(opts & {"MIN", "MAX"}))
     if opts is not None and narrowed and not opts & {"ALL", "COUNT"}:
         uids = saved_result(opts, partial, uids)
-    records = session.require_selected().view.records(uids)
-    if not records:
+    rows = session.require_selected().view.flag_rows(uids)
+    if not rows:
         return ""
-    return f"MODSEQ {max(r.modseq for r in records)}"
+    return f"MODSEQ {max(modseq for _uid, _flags, modseq in rows)}"
 
 
 # -- ESEARCH encoding shared by SEARCH and SORT (RFC 4731, RFC 5267, RFC 9394) ----------------
@@ -477,28 +593,8 @@ async def match_uids(
 ) -> list[int]:
     """Which of *uids* (ascending, in the view) match *key*, with sequence sets frozen by
     :func:`freeze_sets`."""
-    sel = session.require_selected()
-    view = sel.view
+    view = session.require_selected().view
     ctx = _Context(recent=view.recent_uids(), sets=sets, now=_dt.datetime.now(_dt.UTC))
-    need_parsed, need_raw = _needs(key)
-    out: list[int] = []
-    for start in range(0, len(uids), BATCH):
-        if start:
-            await asyncio.sleep(0)
-        records = view.records(uids[start : start + BATCH])
-        parsed_map: dict[int, ParsedMessage] = {}
-        if need_parsed and records:
-            parsed_map = await view.parsed_many([r.uid for r in records])
-        for record in records:
-            # sequence-number keys were frozen to UIDs: evaluate with seq = uid
-            m = _Message(seq=record.uid, record=record, parsed=parsed_map.get(record.uid))
-            if need_parsed and m.parsed is None:
-                continue
-            if need_raw:
-                try:
-                    m.raw = await view.read_message(record.uid)
-                except MessageExpunged:
-                    continue
-            if evaluate(key, m, ctx):
-                out.append(record.uid)
-    return out
+    # sequence-number keys were frozen to UIDs: evaluate with seq = uid
+    found = await _matching(session, key, ctx, [(u, u) for u in uids])
+    return [u for _, u in found]

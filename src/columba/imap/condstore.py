@@ -17,6 +17,7 @@ obox keeps a modseq for every message and an expunge log, so ``[NOMODSEQ]`` is n
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,9 @@ from columba.proto.imap.sequence import SequenceSet
 if TYPE_CHECKING:
     from columba.imap.session import ImapSession, Reply, SelectedMailbox
     from columba.proto.imap.commands import QResyncParams
+
+RESYNC_SLICE = 4096
+"""FETCH responses a QRESYNC resync builds before letting other sessions run."""
 
 __all__ = [
     "enable_condstore",
@@ -149,11 +153,25 @@ async def qresync_select(session: ImapSession, sel: SelectedMailbox, params: QRe
 
     vanished = [u for u in await view.vanished_since(params.modseq) if is_known(u)]
     session.write(vanished_line(vanished, earlier=True))
-    for seq, record in enumerate(view.records(sel.uids), start=1):
-        if record.modseq <= params.modseq or not is_known(record.uid):
-            continue
-        note_modseq(sel, record.modseq)
-        await session.send(
-            b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n"
-            % (seq, record.uid, session.flags_of(record), record.modseq)
-        )
+    from columba.imap.flag_text import FlagText
+
+    since = params.modseq
+    flag_text = FlagText(session)
+    changed = [r for r in view.flag_rows(sel.uids) if r[2] > since and is_known(r[0])]
+    for start in range(0, len(changed), RESYNC_SLICE):
+        out = bytearray()
+        for uid, flags, modseq in changed[start : start + RESYNC_SLICE]:
+            seq = sel.seq_of(uid)
+            if seq is None:
+                continue
+            note_modseq(sel, modseq)
+            out += b"* %d FETCH (UID %d FLAGS %s MODSEQ (%d))\r\n" % (
+                seq,
+                uid,
+                flag_text(uid, flags),
+                modseq,
+            )
+        await session.send(bytes(out))
+        if start + RESYNC_SLICE < len(changed):
+            await session.flush()
+            await asyncio.sleep(0)  # a big resync lets the worker's other sessions run

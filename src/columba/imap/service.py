@@ -94,3 +94,23 @@ async def serve_imap(
 
 register_service("imap-login")(serve_imap)
 register_service("imap")(serve_imap)
+
+
+def _preload() -> None:
+    """Import what the first login of a worker would: the master imports this module before
+    it forks, so the workers share these modules' pages instead of each loading its own copy
+    (for PSS, one copy instead of one per worker)."""
+    import sqlite3  # noqa: F401
+
+    import columba.context
+    import columba.storage.from_config
+    import columba.storage.notify
+    import columba.storage.obox  # noqa: F401
+    from columba.dict.api import dict_drivers
+    from columba.fs.api import fs_drivers
+
+    fs_drivers()  # imports the built-in fs and dict drivers
+    dict_drivers()
+
+
+_preload()

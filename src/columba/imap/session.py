@@ -63,6 +63,7 @@ from columba.storage.api import (
     MailUser,
     MessageRecord,
     StorageError,
+    SyncChanges,
 )
 
 if TYPE_CHECKING:
@@ -250,6 +251,11 @@ class ImapSession:
             literal_plus=not self.literal_minus,
         )
         self.idle_notify_interval = float(max(settings.get_int("imap_idle_notify_interval"), 1))
+        self.hibernate_timeout = float(max(settings.get_int("imap_hibernate_timeout"), 0))
+        """Seconds of IDLE after which the session lets its mailbox and user go until
+        something changes or the client speaks (0: never; :mod:`.cmd_idle`)."""
+        self.hibernated = False
+        """In IDLE with the user and mailbox closed (see :mod:`.cmd_idle`)."""
         self.announce_new = True
         """Announce new messages of the selected mailbox (EXISTS/RECENT); NOTIFY (RFC 5465,
         :mod:`.cmd_notify`) turns it off when the client didn't ask for MessageNew."""
@@ -689,7 +695,14 @@ class ImapSession:
         sel = self.selected
         if sel is None:
             return
-        changes = await sel.view.sync()
+        self.announce_changes(await sel.view.sync(), allow_expunges=allow_expunges)
+
+    def announce_changes(self, changes: SyncChanges, *, allow_expunges: bool) -> None:
+        """Queue the responses for what a sync of the selected mailbox brought (expunges only
+        when allowed; the others stay pending with their sequence numbers)."""
+        sel = self.selected
+        if sel is None:
+            return
         sel.pending_expunges.update(changes.expunged)
         if allow_expunges and sel.pending_expunges:
             gone = sel.pending_expunges

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from columba.net.listeners import BoundListener, format_hostport
+from columba.net.listeners import LISTEN_BACKLOG, BoundListener, format_hostport
 from columba.net.services import ConnectionHandler, get_service, unavailable_reply
 
 Log = Callable[[str], None]
@@ -102,8 +102,15 @@ class ConnectionServer:
     async def start(self) -> None:
         """Start accepting on every listener (the sockets must already be listening)."""
         for listener in self._listeners:
+            # asyncio listen()s again on the socket it is given, with its own default backlog
+            # of 100 unless told otherwise: a worker busy for a moment under a login burst then
+            # overflows the accept queue, and the kernel drops the handshakes' last ACKs (the
+            # client believes it is connected and waits for a greeting that never comes).
             server = await asyncio.start_server(
-                self._client_callback(listener), sock=listener.sock, start_serving=True
+                self._client_callback(listener),
+                sock=listener.sock,
+                backlog=LISTEN_BACKLOG,
+                start_serving=True,
             )
             self._servers.append(server)
         self._accepting = True

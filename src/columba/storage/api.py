@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from columba.storage.mime import ParsedMessage
@@ -264,6 +264,25 @@ class MailboxView(ABC):
     def records(self, uids: Iterable[int]) -> list[MessageRecord]:
         """Records of the given UIDs that are in the view, in ascending UID order."""
 
+    def flag_rows(self, uids: Iterable[int]) -> list[tuple[int, frozenset[str], int]]:
+        """``(uid, flags, modseq)`` of the given UIDs that are in the view, ascending: what
+        FETCH FLAGS, SELECT and CONDSTORE need, without building whole records."""
+        return [(r.uid, r.flags, r.modseq) for r in self.records(uids)]
+
+    async def preload(self, uids: Iterable[int]) -> None:
+        """Make :meth:`records` of these UIDs cheap: a driver that reads the rest of a
+        message's row lazily reads them now without blocking the event loop (call it before
+        asking :meth:`records` for many messages). This default has nothing to read."""
+        return
+
+    async def header_matches(
+        self, uids: Iterable[int], field: str, value: str
+    ) -> tuple[list[int], list[int]]:
+        """SEARCH ``HEADER field value`` over many messages at once: (UIDs that match, UIDs
+        the driver couldn't decide, to be answered from :meth:`parsed`), both ascending.
+        This default decides nothing."""
+        return [], sorted(set(uids))
+
     @abstractmethod
     def recent_uids(self) -> frozenset[int]:
         """UIDs this session owns as ``\\Recent``."""
@@ -375,6 +394,22 @@ class MailboxView(ABC):
         """Release the view (UNSELECT/CLOSE/logout)."""
 
 
+class ChangeWatch(Protocol):
+    """A handle on a user's change counter that outlives the :class:`MailUser` it came from
+    (:meth:`MailUser.change_watch`); closed by its taker."""
+
+    @property
+    def generation(self) -> int:
+        """Moves when anything of the user's may have changed (as
+        :meth:`MailUser.change_generation`)."""
+
+    async def wait(self, generation: int, timeout: float) -> bool:
+        """True once :attr:`generation` moved past ``generation``; False after ``timeout``."""
+
+    def close(self) -> None:
+        """Stop watching."""
+
+
 class MailUser(ABC):
     """One authenticated user's mail."""
 
@@ -464,6 +499,12 @@ class MailUser(ABC):
         polls: it wakes every second and says something may have changed."""
         await asyncio.sleep(max(0.0, min(timeout, 1.0)))
         return timeout > 0
+
+    def change_watch(self) -> ChangeWatch | None:
+        """A watch on this user's changes that stays valid after :meth:`close`, or None when
+        the storage has none. IMAP hibernation closes an idle session's user and view and
+        waits on it, so the process can let the user's index go until something changes."""
+        return None
 
     @abstractmethod
     async def close(self) -> None:

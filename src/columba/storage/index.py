@@ -70,6 +70,7 @@ from columba.storage.api import (
     StorageError,
     StoreMode,
 )
+from columba.storage.header_search import HeaderNeedle, match_many
 from columba.storage.names import INBOX, SEPARATOR, is_descendant, parents
 from columba.storage.sort_keys import COLUMNS as SORT_KEY_COLUMNS
 from columba.storage.sort_keys import STORED_COLUMNS as SORT_KEY_STORED
@@ -91,6 +92,9 @@ DELETED = SYSTEM_FLAG_BITS["\\Deleted"]
 _SYSTEM_BY_LOWER = {name.lower(): name for name in SYSTEM_FLAG_BITS}
 _KEYWORD_FORBIDDEN = frozenset('(){ %*"\\]')
 _RANGES_PER_QUERY = 200
+EAGER_DETAILS = 2000
+"""Mailboxes up to this many messages get every message's details at SELECT
+(:meth:`MailIndex.load_view_light`); bigger ones read them when needed."""
 
 METADATA_SCHEMA = """
 CREATE TABLE IF NOT EXISTS metadata (
@@ -275,6 +279,28 @@ class ViewSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class LightSnapshot:
+    """A mailbox's messages as columns, only what SELECT and FETCH FLAGS need: UIDs
+    (ascending), and for each its modseq and flags (shared frozensets, one per distinct
+    flag text). The rest of a row (:data:`Details`) is read when first needed."""
+
+    mailbox: MailboxRow
+    uids: list[int]
+    modseqs: list[int]
+    flags: list[frozenset[str]]
+    keywords: list[str]
+    details: dict[int, Details]
+    """Every message's :data:`Details` when the mailbox is small (up to
+    :data:`EAGER_DETAILS` messages: one more query now is cheaper than any later), else
+    empty."""
+
+
+Details = tuple[str, str, str, str, int]
+"""The fields of a message row that never change: guid, object path, internaldate, savedate
+(ISO 8601 text) and size."""
+
+
+@dataclass(frozen=True, slots=True)
 class SyncDelta:
     mailbox: MailboxRow
     changed: list[MessageRow]
@@ -428,6 +454,12 @@ def _key_columns(
         return [], [[] for _ in cols]
     transposed = [list(c) for c in zip(*rows, strict=True)]
     return transposed[0], transposed[1:]
+
+
+def _int_list(text: str) -> list[int]:
+    """A ``group_concat(integer column, ',')`` as ints (parsed as a JSON array: C speed)."""
+    values: list[int] = json.loads(f"[{text}]")
+    return values
 
 
 def _is_busy(err: sqlite3.Error) -> bool:
@@ -1107,6 +1139,110 @@ class MailIndex:
             ]
             return ViewSnapshot(row, msgs, self._keywords(conn, row.id))
 
+    def load_view_light(self, name: str) -> LightSnapshot:
+        """:class:`LightSnapshot` of a mailbox: one aggregated query over the primary key
+        (``group_concat`` per column, split here: no Python object per row comes out of
+        SQLite), a plain SELECT if the aggregate can't be split back."""
+        with self._read() as conn:
+            row = self._get_mailbox(conn, name)
+            if row is None or not row.selectable:
+                raise MailboxNotFound(f"Mailbox doesn't exist: {name}")
+            got = conn.execute(
+                "SELECT count(*), group_concat(uid, ','), group_concat(modseq, ','), "
+                "group_concat(flags, char(31)) FROM "
+                "(SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? ORDER BY uid)",
+                (row.id,),
+            ).fetchone()
+            count = int(got[0])
+            uids: list[int] = []
+            modseqs: list[int] = []
+            texts: list[str] = []
+            if count:
+                uids = _int_list(str(got[1]))
+                modseqs = _int_list(str(got[2]))
+                texts = str(got[3]).split(_KEY_SEPARATOR)
+            in_order = uids == sorted(uids)  # (unique: the primary key)
+            if len(texts) != count or len(uids) != count or not in_order:
+                rows = conn.execute(
+                    "SELECT uid, modseq, flags FROM messages WHERE mailbox_id = ? ORDER BY uid",
+                    (row.id,),
+                ).fetchall()
+                uids = [int(r[0]) for r in rows]
+                modseqs = [int(r[1]) for r in rows]
+                texts = [str(r[2]) for r in rows]
+            keywords = self._keywords(conn, row.id)
+            details: dict[int, Details] = {}
+            if len(uids) <= EAGER_DETAILS:
+                cur = conn.execute(
+                    "SELECT uid, guid, object_path, internaldate, savedate, size FROM messages "
+                    "WHERE mailbox_id = ?",
+                    (row.id,),
+                )
+                for uid, guid, path, internal, saved, size in cur:
+                    details[int(uid)] = (str(guid), str(path), str(internal), str(saved), int(size))
+        distinct = {text: self._flags(text) for text in set(texts)}
+        flags = list(map(distinct.__getitem__, texts))
+        return LightSnapshot(row, uids, modseqs, flags, keywords, details)
+
+    def message_details(self, mailbox_id: int, uids: Sequence[int] | None) -> dict[int, Details]:
+        """:data:`Details` of the given UIDs (ascending; None: every message of the mailbox)
+        that still exist. The whole mailbox is read as aggregated columns."""
+        out: dict[int, Details] = {}
+        cols = "guid, object_path, internaldate, savedate, size"
+        with self._read() as conn:
+            if uids is None:
+                got = conn.execute(
+                    "SELECT count(*), group_concat(uid, ','), group_concat(guid, ','), "
+                    "group_concat(object_path, char(31)), group_concat(internaldate, ','), "
+                    "group_concat(savedate, ','), group_concat(size, ',') FROM "
+                    f"(SELECT uid, {cols} FROM messages WHERE mailbox_id = ? ORDER BY uid)",
+                    (mailbox_id,),
+                ).fetchone()
+                count = int(got[0])
+                if count == 0:
+                    return out
+                seps = [",", ",", _KEY_SEPARATOR, ",", ",", ","]
+                columns = [str(v).split(sep) for v, sep in zip(got[1:], seps, strict=True)]
+                if all(len(c) == count for c in columns):
+                    sizes = map(int, columns[5])
+                    rows = zip(columns[1], columns[2], columns[3], columns[4], sizes, strict=True)
+                    return dict(zip(map(int, columns[0]), rows, strict=True))
+                queries = [("uid >= ?", [0])]
+            else:
+                queries = list(_range_chunks(uid_ranges(uids)))
+            for clause, params in queries:
+                cur = conn.execute(
+                    f"SELECT uid, {cols} FROM messages WHERE mailbox_id = ? AND {clause}",
+                    [mailbox_id, *params],
+                )
+                for uid, guid, path, internal, saved, size in cur:
+                    out[int(uid)] = (str(guid), str(path), str(internal), str(saved), int(size))
+        return out
+
+    def header_matches(
+        self, mailbox_id: int, uids: Sequence[int], needle: HeaderNeedle
+    ) -> tuple[list[int], list[int]]:
+        """Which of *uids* (ascending) match a SEARCH header key, decided from the header
+        blocks (:func:`columba.storage.header_search.header_match`): (matching, undecided:
+        answer these from the cached parse). UIDs no longer indexed are in neither."""
+        matched: list[int] = []
+        unsure: list[int] = []
+        if not uids:
+            return matched, unsure
+        wanted = set(uids)
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT uid, header FROM message_cache WHERE mailbox_id = ? "
+                "AND uid BETWEEN ? AND ? ORDER BY uid",
+                (mailbox_id, uids[0], uids[-1]),
+            ).fetchall()
+        if len(rows) != len(wanted):
+            rows = [r for r in rows if r[0] in wanted]
+        got, undecided = match_many([bytes(r[1]) for r in rows], needle)
+        matched = [int(rows[i][0]) for i in got]
+        unsure = [int(rows[i][0]) for i in undecided]
+        return matched, unsure
+
     def sync(
         self, mailbox_id: int, mailbox_guid: str, since_modseq: int, since_uidnext: int
     ) -> SyncDelta:
@@ -1522,6 +1658,26 @@ def _now_iso() -> str:
     from datetime import UTC, datetime
 
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def read_details(path: Path, mailbox_id: int, uids: Sequence[int]) -> dict[int, Details]:
+    """:meth:`MailIndex.message_details` of some UIDs over a short-lived read-only connection
+    of its own (for a caller that can't wait for the index's own connection)."""
+    uri = f"{Path(path).absolute().as_uri()}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
+    try:
+        out: dict[int, Details] = {}
+        for clause, params in _range_chunks(uid_ranges(uids)):
+            cur = conn.execute(
+                "SELECT uid, guid, object_path, internaldate, savedate, size FROM messages "
+                f"WHERE mailbox_id = ? AND {clause}",
+                [mailbox_id, *params],
+            )
+            for uid, guid, obj, internal, saved, size in cur:
+                out[int(uid)] = (str(guid), str(obj), str(internal), str(saved), int(size))
+        return out
+    finally:
+        conn.close()
 
 
 def index_path(directory: Path) -> Path:

@@ -18,9 +18,11 @@ blocks. One :class:`_UserStore` per index file is shared by every :class:`ObOxUs
 process; other processes share the file itself (WAL) and learn of changes through
 :mod:`columba.storage.notify`.
 
-Views (:class:`ObOxMailboxView`) keep a snapshot of the mailbox's message metadata (not the
-parse cache) in memory, so ``uids``/``records`` answer without I/O; ``sync`` applies what
-changed since the snapshot's HIGHESTMODSEQ/UIDNEXT in one read transaction.
+Views (:class:`ObOxMailboxView`) keep the mailbox's UIDs, modseqs and flags in memory as
+columns (read at SELECT in one aggregated query), so ``uids``/``flag_rows`` answer without I/O;
+the rest of a message's row (guid, object path, dates, size) is read on first use, for the
+whole mailbox at once when most of it is wanted (``preload``); ``sync`` applies what changed
+since the snapshot's HIGHESTMODSEQ/UIDNEXT in one read transaction.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import fcntl
 import functools
+import itertools
 import json
 import logging
 import os
@@ -73,9 +77,12 @@ from columba.storage.api import (
     SyncChanges,
     UserInfo,
 )
+from columba.storage.header_search import HeaderNeedle
 from columba.storage.index import (
     CommitUncertain,
+    Details,
     FsyncMode,
+    LightSnapshot,
     MailboxRow,
     MailIndex,
     MessageRow,
@@ -85,9 +92,10 @@ from columba.storage.index import (
     is_corruption,
     is_temporary,
     new_guid,
+    read_details,
     split_flags,
 )
-from columba.storage.metacache import Metacache, file_lock
+from columba.storage.metacache import Metacache
 from columba.storage.names import INBOX, normalize, normalize_new
 from columba.storage.notify import Watch, get_notifier
 
@@ -107,6 +115,13 @@ SORT_KEYS_READ = 16384
 user, such as another session's NOOP, don't wait long behind a SORT of a big mailbox)."""
 SORT_KEYS_FILL = 1024
 """Messages whose sort keys one index job computes and stores (old messages, on first use)."""
+DETAILS_CHUNK = 4096
+"""Messages whose details (:data:`Details`) one index job reads."""
+DETAILS_ALL_AT = 0.25
+"""When at least this share of a view's messages lack details, the whole mailbox's are read
+in one aggregated query instead."""
+HEADER_SCAN = 8192
+"""Messages whose header blocks one SEARCH header job scans (some tens of milliseconds)."""
 STORE_IDLE_TIMEOUT = 15.0
 """Seconds a user's store (index connection, index thread, fs stack, watch) stays open in this
 process after its last user/delivery released it, so back-to-back sessions and deliveries
@@ -183,6 +198,10 @@ def _record(row: MessageRow) -> MessageRecord:
         savedate=datetime.fromisoformat(row.savedate),
         size=row.size,
     )
+
+
+def _details_of(row: MessageRow) -> Details:
+    return (row.guid, row.object_path, row.internaldate, row.savedate, row.size)
 
 
 async def _bounded(jobs: Sequence[Callable[[], Awaitable[_T]]]) -> list[_T | BaseException]:
@@ -264,8 +283,35 @@ class _UserStore:
         self.refs = 0
         self.watch: Watch | None = None
         self._uid_lock = asyncio.Lock()
+        self._uid_fd: int | None = None
+        self.ensured_version: int | None = None
+        """``data_version`` right after the last auto-mailbox check (None: check again)."""
         self.idle_handle: asyncio.TimerHandle | None = None
         self.file_id: tuple[int, int] | None = None
+        self._probe: sqlite3.Connection | None = None
+        """A read-only connection that only asks ``PRAGMA data_version``, on the event loop."""
+
+    def data_version(self) -> int | None:
+        """A number that changes whenever any connection other than the probe (this process's
+        index jobs, other processes) committed to the index file; None if it can't be asked.
+        SQLite answers it from the WAL index in shared memory: no disk I/O, no lock, cheaper
+        than a hop to an index thread, so a sync with nothing new costs microseconds."""
+        try:
+            if self._probe is None:
+                self._probe = sqlite3.connect(
+                    str(self.path), isolation_level=None, check_same_thread=False
+                )
+                self._probe.execute("PRAGMA query_only = 1")
+            return int(self._probe.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            self.close_probe()
+            return None
+
+    def close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            with contextlib.suppress(sqlite3.Error):
+                probe.close()
 
     def remember_file(self) -> None:
         """Note which index file is open (to notice it being removed or replaced later)."""
@@ -290,9 +336,48 @@ class _UserStore:
 
     @contextlib.asynccontextmanager
     async def uid_lock(self) -> AsyncIterator[None]:
-        """Hold the user's UID allocation lock (this process, then the backend's processes)."""
-        async with self._uid_lock, file_lock(self.directory / UID_LOCK_FILE, timeout=30):
-            yield
+        """Hold the user's UID allocation lock (this process, then the backend's processes).
+
+        The lock file stays open while the store is (an flock per save, no open/close); it is
+        reopened if the file was removed or replaced meanwhile, so every process locks the
+        same file."""
+        async with self._uid_lock:
+            fd = await self._lock_uid_file()
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    async def _lock_uid_file(self) -> int:
+        path = self.directory / UID_LOCK_FILE
+        deadline = time.monotonic() + 30
+        delay = 0.002
+        while True:
+            if self._uid_fd is None:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._uid_fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+            fd = self._uid_fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StorageTemporaryError(f"timed out waiting for lock {path}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except OSError:
+                same = False
+            if same:
+                return fd
+            fcntl.flock(fd, fcntl.LOCK_UN)  # a stale file: lock the one at the path instead
+            self._close_uid_file()
+
+    def _close_uid_file(self) -> None:
+        fd, self._uid_fd = self._uid_fd, None
+        if fd is not None:
+            os.close(fd)
 
     async def sync_mailbox_info(self) -> None:
         from columba.storage.rebuild import sync_mailbox_info
@@ -395,9 +480,11 @@ class _UserStore:
         if self.watch is not None:
             self.watch.close()
             self.watch = None
+        self.close_probe()
         try:
             await self.run(self.index.close)
         finally:
+            self._close_uid_file()
             try:
                 await self.fs.close()
             except FsError as err:
@@ -415,7 +502,9 @@ class ObOxStorage(MailStorage):
         self._idle: dict[str, _UserStore] = {}
         """Stores nobody holds, oldest release first (a subset of ``_stores``)."""
         self._expiring: set[asyncio.Task[None]] = set()
-        self._lock: asyncio.Lock | None = None
+        self._key_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        """One lock per index file (with its count of holders and waiters): opening, reusing
+        and closing one user's store never waits for another user's."""
         self.special_use_config: dict[str, frozenset[str]] = {}
         self._ensure: list[tuple[str, frozenset[str], bool]] = [(INBOX, frozenset(), False)]
         for auto in settings.auto_mailboxes:
@@ -427,15 +516,31 @@ class ObOxStorage(MailStorage):
 
     # ------------------------------------------------------------------ stores
 
-    async def _acquire(self, user: UserInfo) -> _UserStore:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
+    @contextlib.asynccontextmanager
+    async def _store_lock(self, key: str) -> AsyncIterator[None]:
+        """Hold the lock of one index file's store (created on demand, dropped when unused)."""
+        entry = self._key_locks.get(key)
+        if entry is None:
+            entry = self._key_locks[key] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0 and self._key_locks.get(key) is entry:
+                del self._key_locks[key]
+
+    async def _acquire(self, user: UserInfo, *, ensure: bool = True) -> _UserStore:
+        """The user's store, opened or reused. *ensure*: on reuse, recreate auto mailboxes
+        deleted meanwhile (sessions; a delivery needs none of them: it falls back to INBOX)."""
         directory = Path(self.settings.index_dir(user))
         if not str(directory) or str(directory) == ".":
             raise StorageError(f"user {user.username!r} has no home directory for the index")
         path = index_path(directory)
         key = str(path)
-        async with self._lock:
+        async with self._store_lock(key):
             store = self._stores.get(key)
             if store is not None and store.refs <= 0:
                 # Idle in the cache: reuse it unless its file was removed or replaced meanwhile
@@ -448,9 +553,12 @@ class ObOxStorage(MailStorage):
                     del self._stores[key]
                     await store.close()
                     store = None
-                else:
+                elif ensure and (
+                    store.ensured_version is None or store.data_version() != store.ensured_version
+                ):
                     try:  # as on a fresh open: recreate auto mailboxes deleted meanwhile
                         await store.run(store.index.ensure_mailboxes, self._ensure)
+                        store.ensured_version = store.data_version()
                     except BaseException:
                         del self._stores[key]
                         await store.close()
@@ -472,6 +580,7 @@ class ObOxStorage(MailStorage):
                     await store.run(store.index.ensure_mailboxes, self._ensure)
                     await self._boot_check(store)
                     await store.sync_mailbox_info()
+                    store.ensured_version = store.data_version()
                 except BaseException:
                     await store.close()
                     raise
@@ -481,10 +590,9 @@ class ObOxStorage(MailStorage):
             return store
 
     async def _release(self, store: _UserStore) -> None:
-        assert self._lock is not None
-        async with self._lock:
+        key = str(store.path)
+        async with self._store_lock(key):
             store.refs -= 1
-            key = str(store.path)
             if store.refs > 0 or self._stores.get(key) is not store:
                 return
             self.metacache.released(store.user, store.directory)
@@ -495,8 +603,8 @@ class ObOxStorage(MailStorage):
             excess = [s for k, s in self._idle.items() if k != key][
                 : max(len(self._idle) - STORE_IDLE_MAX, 0)
             ]
-            for old in excess:
-                await self._close_idle(old)
+        for old in excess:
+            await self._expire(old)
 
     def _idle_expired(self, store: _UserStore) -> None:
         store.idle_handle = None
@@ -505,13 +613,13 @@ class ObOxStorage(MailStorage):
         task.add_done_callback(self._expiring.discard)
 
     async def _expire(self, store: _UserStore) -> None:
-        assert self._lock is not None
-        async with self._lock:
+        """Close ``store`` if it is still idle (nobody took it again meanwhile)."""
+        async with self._store_lock(str(store.path)):
             if store.refs <= 0 and self._idle.get(str(store.path)) is store:
                 await self._close_idle(store)
 
     async def _close_idle(self, store: _UserStore) -> None:
-        """Close an idle store (the caller holds the storage lock)."""
+        """Close an idle store (the caller holds the store's lock)."""
         key = str(store.path)
         self._idle.pop(key, None)
         if self._stores.get(key) is store:
@@ -574,14 +682,17 @@ class ObOxStorage(MailStorage):
 
     # ------------------------------------------------------------------ saving
 
-    async def save(
-        self, store: _UserStore, name: str, requests: Sequence[AppendRequest]
-    ) -> list[AppendResult]:
+    def _check_requests(self, requests: Sequence[AppendRequest]) -> None:
         limit = self.settings.mail_save_max_size
         for req in requests:
             if limit and len(req.data) > limit:
                 raise MessageTooBig(f"Message is larger than {limit} bytes")
             split_flags(req.flags)  # reject bad flags before anything is written
+
+    async def save(
+        self, store: _UserStore, name: str, requests: Sequence[AppendRequest]
+    ) -> list[AppendResult]:
+        self._check_requests(requests)
         if not requests:
             return []
         box = await store.run(store.index.get_mailbox, name)
@@ -591,6 +702,13 @@ class ObOxStorage(MailStorage):
         prepared = await asyncio.to_thread(
             lambda: [_prepare(r, username, box.guid) for r in requests]
         )
+        return await self._save_prepared(store, name, box, prepared)
+
+    async def _save_prepared(
+        self, store: _UserStore, name: str, box: MailboxRow, prepared: list[_Prepared]
+    ) -> list[AppendResult]:
+        """Allocate UIDs, write the objects (durable, with their dictmap rows), then commit
+        them to the index: the steps of a save after its messages were parsed."""
         async with store.uid_lock():
             current = await store.run(store.index.get_mailbox, name)
             if current is None or current.guid != box.guid or not current.selectable:
@@ -653,13 +771,27 @@ class ObOxStorage(MailStorage):
         mailbox: str = "INBOX",
         flags: frozenset[str] = frozenset(),
     ) -> DeliveryResult:
-        store = await self._acquire(user)
+        store = await self._acquire(user, ensure=False)
         try:
             try:
                 name = normalize(mailbox)
             except InvalidMailboxName:
                 name = INBOX
-            box = await store.run(store.index.get_mailbox, name)
+            request = AppendRequest(data, flags)
+            self._check_requests([request])
+            username = user.username
+
+            def lookup_and_prepare(name: str) -> tuple[MailboxRow | None, list[_Prepared]]:
+                # One index job for the common case: the mailbox exists (parse included).
+                found = store.index.get_mailbox(name)
+                if found is None or not found.selectable:
+                    return found, []
+                return found, [_prepare(request, username, found.guid)]
+
+            box, prepared = await store.run(lookup_and_prepare, name)
+            if box is not None and prepared:
+                results = await self._save_prepared(store, name, box, prepared)
+                return DeliveryResult(name, results[0].uid, results[0].guid)
             if box is None or not box.selectable:
                 if name != INBOX and self.settings.lda_mailbox_autocreate:
                     try:
@@ -677,7 +809,7 @@ class ObOxStorage(MailStorage):
                     store.poke()
                 else:
                     name = INBOX
-            results = await self.save(store, name, [AppendRequest(data, flags)])
+            results = await self.save(store, name, [request])
             return DeliveryResult(name, results[0].uid, results[0].guid)
         finally:
             await self._release(store)
@@ -823,6 +955,9 @@ class ObOxUser(MailUser):
             return await super().wait_for_change(generation, timeout)
         return await watch.wait(generation, timeout)
 
+    def change_watch(self) -> Watch:
+        return get_notifier().watch(self._check().path)
+
     async def create_mailbox(self, name: str, special_use: frozenset[str] = frozenset()) -> None:
         store = self._check()
         norm = normalize_new(name[:-1] if name.endswith("/") and len(name) > 1 else name)
@@ -886,7 +1021,7 @@ class ObOxUser(MailUser):
 
     async def open_mailbox(self, name: str, *, readonly: bool) -> MailboxView:
         store = self._check()
-        snap = await store.run(store.index.load_view, normalize(name))
+        snap = await store.run(store.index.load_view_light, normalize(name))
         view = ObOxMailboxView(self._storage, store, snap, readonly, self._views.discard)
         if not readonly:
             await view.claim_recent()
@@ -941,11 +1076,16 @@ class ObOxUser(MailUser):
 
 
 class ObOxMailboxView(MailboxView):
+    """A selected mailbox: its messages' UIDs, modseqs and flags as columns (read at SELECT
+    in one aggregated query, :meth:`MailIndex.load_view_light`); the unchanging rest of each
+    row (:data:`Details`: guid, object path, dates, size) is read when first needed, for the
+    whole mailbox at once when most of it is wanted (:meth:`preload`)."""
+
     def __init__(
         self,
         storage: ObOxStorage,
         store: _UserStore,
-        snap: ViewSnapshot,
+        snap: LightSnapshot,
         readonly: bool,
         on_close: Callable[[ObOxMailboxView], None],
     ) -> None:
@@ -954,12 +1094,17 @@ class ObOxMailboxView(MailboxView):
         self._on_close = on_close
         self.readonly = readonly
         self._id = snap.mailbox.id
-        self._rows: dict[int, MessageRow] = {r.uid: r for r in snap.messages}
-        self._uids: list[int] = [r.uid for r in snap.messages]
+        self._uids: list[int] = snap.uids
+        self._modseqs: list[int] = snap.modseqs
+        self._flags: list[frozenset[str]] = snap.flags
+        self._details: dict[int, Details] = snap.details
         self._keywords = list(snap.keywords)
         # Kept as a frozenset so recent_uids() costs nothing per call (FETCH asks per message).
         self._recent: frozenset[int] = frozenset()
         self._own: dict[int, int] = {}
+        self._synced_version: int | None = None
+        """The index's data version before the last sync's read: while it is unchanged,
+        nothing was committed since and :meth:`sync` has nothing to read."""
         self._closed = False
         self._apply_mailbox(snap.mailbox)
 
@@ -971,7 +1116,8 @@ class ObOxMailboxView(MailboxView):
         self.uidnext = box.uidnext
         self.highestmodseq = box.highestmodseq
         if self.readonly:
-            self._recent = frozenset(u for u in self._uids if u >= box.first_recent_uid)
+            i = bisect.bisect_left(self._uids, box.first_recent_uid)
+            self._recent = frozenset(self._uids[i:])
 
     def _check(self) -> _UserStore:
         if self._closed:
@@ -998,12 +1144,101 @@ class ObOxMailboxView(MailboxView):
 
     # ------------------------------------------------------------------ snapshot
 
+    def _index(self, uid: int) -> int | None:
+        uids = self._uids
+        i = bisect.bisect_left(uids, uid)
+        return i if i < len(uids) and uids[i] == uid else None
+
+    def _present(self, uids: Iterable[int]) -> list[tuple[int, int]]:
+        """(uid, position) of the given UIDs that are in the view, ascending."""
+        mine = self._uids
+        wanted = uids if isinstance(uids, list) else list(uids)
+        if not wanted:
+            return []
+        # mostly a run of the view's own UIDs (FETCH 1:*, a batch): compared in one go
+        first = bisect.bisect_left(mine, wanted[0])
+        if mine[first : first + len(wanted)] == wanted:
+            return list(zip(wanted, range(first, first + len(wanted)), strict=True))
+        if not all(a < b for a, b in itertools.pairwise(wanted)):
+            wanted = sorted(set(wanted))
+        out: list[tuple[int, int]] = []
+        n = len(mine)
+        i = 0
+        left = bisect.bisect_left
+        for uid in wanted:
+            i = left(mine, uid, i)
+            if i >= n:
+                break
+            if mine[i] == uid:
+                out.append((uid, i))
+        return out
+
+    def _known(self, uids: Iterable[int]) -> list[int]:
+        """The given UIDs that are in the view, ascending."""
+        wanted = uids if isinstance(uids, list) else list(uids)
+        if wanted:
+            first = bisect.bisect_left(self._uids, wanted[0])
+            if self._uids[first : first + len(wanted)] == wanted:
+                return list(wanted)
+        return [u for u, _i in self._present(wanted)]
+
     def uids(self) -> Sequence[int]:
         return self._uids
 
     def records(self, uids: Iterable[int]) -> list[MessageRecord]:
-        rows = self._rows
-        return [_record(rows[u]) for u in sorted(set(uids)) if u in rows]
+        present = self._present(uids)
+        details = self._details
+        missing = [u for u, _i in present if u not in details]
+        if missing:
+            self._load_details_now(missing)
+        return [self._record(u, i) for u, i in present if u in details]
+
+    def _record(self, uid: int, i: int) -> MessageRecord:
+        guid, _path, internal, saved, size = self._details[uid]
+        return MessageRecord(
+            uid=uid,
+            guid=guid,
+            modseq=self._modseqs[i],
+            flags=self._flags[i],
+            internaldate=datetime.fromisoformat(internal),
+            savedate=datetime.fromisoformat(saved),
+            size=size,
+        )
+
+    def flag_rows(self, uids: Iterable[int]) -> list[tuple[int, frozenset[str], int]]:
+        flags = self._flags
+        modseqs = self._modseqs
+        return [(u, flags[i], modseqs[i]) for u, i in self._present(uids)]
+
+    async def preload(self, uids: Iterable[int]) -> None:
+        store = self._check()
+        details = self._details
+        missing = [u for u in self._known(uids) if u not in details]
+        if not missing:
+            return
+        if len(missing) >= DETAILS_ALL_AT * max(len(self._uids), 1):
+            got = await store.run(store.index.message_details, self._id, None)
+            if details:
+                details.update(got)
+            else:
+                self._details = got
+            return
+        for start in range(0, len(missing), DETAILS_CHUNK):
+            chunk = missing[start : start + DETAILS_CHUNK]
+            details.update(await store.run(store.index.message_details, self._id, chunk))
+
+    def _load_details_now(self, uids: list[int]) -> None:
+        """Read details for the synchronous :meth:`records` (callers that may want many call
+        :meth:`preload` first): a short read on a connection of its own, on the event loop,
+        since the store's connection may be busy with another job."""
+        store = self._check()
+        try:
+            got = read_details(store.path, self._id, uids)
+        except sqlite3.Error as err:
+            if is_corruption(err):
+                raise StorageCorrupted(f"mail index is damaged: {err}") from err
+            raise StorageTemporaryError(f"mail index temporarily unavailable: {err}") from err
+        self._details.update(got)
 
     def recent_uids(self) -> frozenset[int]:
         return self._recent
@@ -1011,30 +1246,46 @@ class ObOxMailboxView(MailboxView):
     def keywords(self) -> list[str]:
         return list(self._keywords)
 
+    def _set_row(self, row: MessageRow, i: int) -> None:
+        self._modseqs[i] = row.modseq
+        self._flags[i] = row.flags
+        self._details[row.uid] = _details_of(row)
+
     async def sync(self) -> SyncChanges:
         store = self._check()
+        version = store.data_version()
+        if version is not None and version == self._synced_version:
+            return SyncChanges()  # no commit by anyone since the last sync
+        self._synced_version = None
         delta = await store.run(
             store.index.sync, self._id, self.guid, self.highestmodseq, self.uidnext
         )
-        expunged = [u for u in delta.expunged if u in self._rows]
+        expunged = [u for u in delta.expunged if self._index(u) is not None]
         if expunged:
             gone = set(expunged)
+            keep = [i for i, u in enumerate(self._uids) if u not in gone]
+            self._uids = [self._uids[i] for i in keep]
+            self._modseqs = [self._modseqs[i] for i in keep]
+            self._flags = [self._flags[i] for i in keep]
             for uid in expunged:
-                del self._rows[uid]
-            self._uids = [u for u in self._uids if u not in gone]
+                self._details.pop(uid, None)
             self._recent = self._recent - gone
         changed: list[MessageRecord] = []
         for row in delta.changed:
-            if row.uid not in self._rows:
+            i = self._index(row.uid)
+            if i is None:
                 continue
-            self._rows[row.uid] = row
+            self._set_row(row, i)
             if self._own.get(row.uid) != row.modseq:
                 changed.append(_record(row))
         added = [r.uid for r in delta.added]
         for row in delta.added:
-            self._rows[row.uid] = row
-        self._uids.extend(added)
+            self._uids.append(row.uid)
+            self._modseqs.append(row.modseq)
+            self._flags.append(row.flags)
+            self._details[row.uid] = _details_of(row)
         self._own.clear()
+        self._synced_version = version
         self._keywords = delta.keywords
         self._apply_mailbox(delta.mailbox)
         if not self.readonly and added:
@@ -1062,13 +1313,27 @@ class ObOxMailboxView(MailboxView):
     async def vanished_since(self, modseq: int) -> list[int]:
         store = self._check()
         uids = await store.run(store.index.vanished_since, self._id, modseq)
-        return [u for u in uids if u not in self._rows]
+        return [u for u in uids if self._index(u) is None]
 
     # ------------------------------------------------------------------ message data
 
+    async def _row(self, uid: int) -> MessageRow | None:
+        """The message's full index row as this view knows it (None: not in the view, or
+        gone from the index before its details were read)."""
+        i = self._index(uid)
+        if i is None:
+            return None
+        if uid not in self._details:
+            await self.preload([uid])
+        got = self._details.get(uid)
+        if got is None:
+            return None
+        guid, path, internal, saved, size = got
+        return MessageRow(uid, guid, path, self._modseqs[i], self._flags[i], internal, saved, size)
+
     async def read_message(self, uid: int) -> bytes:
         store = self._check()
-        row = self._rows.get(uid)
+        row = await self._row(uid)
         if row is None:
             raise MessageExpunged(f"UID {uid} is not in the mailbox")
         try:
@@ -1082,7 +1347,7 @@ class ObOxMailboxView(MailboxView):
 
     async def _cached(self, uids: Iterable[int]) -> dict[int, tuple[str, bytes]]:
         store = self._check()
-        wanted = [u for u in uids if u in self._rows]
+        wanted = self._known(uids)
         if not wanted:
             return {}
         return await store.run(store.index.cached, self._id, wanted)
@@ -1095,7 +1360,7 @@ class ObOxMailboxView(MailboxView):
 
     async def parsed_many(self, uids: Iterable[int]) -> dict[int, ParsedMessage]:
         store = self._check()
-        wanted = [u for u in uids if u in self._rows]
+        wanted = self._known(uids)
         if not wanted:
             return {}
 
@@ -1122,6 +1387,23 @@ class ObOxMailboxView(MailboxView):
     async def header_bytes_many(self, uids: Iterable[int]) -> dict[int, bytes]:
         return {u: h for u, (_p, h) in (await self._cached(uids)).items()}
 
+    async def header_matches(
+        self, uids: Iterable[int], field: str, value: str
+    ) -> tuple[list[int], list[int]]:
+        """Decided from the header blocks in the index
+        (:meth:`MailIndex.header_matches`), :data:`HEADER_SCAN` messages per index job."""
+        store = self._check()
+        needle = HeaderNeedle(field, value)
+        wanted = self._known(uids)
+        matched: list[int] = []
+        unsure: list[int] = []
+        for start in range(0, len(wanted), HEADER_SCAN):
+            chunk = wanted[start : start + HEADER_SCAN]
+            got, undecided = await store.run(store.index.header_matches, self._id, chunk, needle)
+            matched.extend(got)
+            unsure.extend(undecided)
+        return matched, unsure
+
     async def sort_keys_many(
         self, uids: Iterable[int], fields: Sequence[str]
     ) -> dict[str, dict[int, object]]:
@@ -1129,8 +1411,7 @@ class ObOxMailboxView(MailboxView):
         messages; messages indexed before the keys were stored get them computed and stored,
         :data:`SORT_KEYS_FILL` per index job."""
         store = self._check()
-        rows = self._rows
-        wanted = sorted(u for u in uids if u in rows)
+        wanted = self._known(uids)
         names = tuple(fields)
         if not wanted or not names:
             return {f: {} for f in names}
@@ -1163,7 +1444,7 @@ class ObOxMailboxView(MailboxView):
         unchanged_since: int | None = None,
     ) -> StoreResult:
         store = self._check_writable()
-        wanted = [u for u in uids if u in self._rows]
+        wanted = self._known(uids)
         flag_list = list(flags)
         outcome = await store.run(
             store.index.store_flags,
@@ -1175,7 +1456,9 @@ class ObOxMailboxView(MailboxView):
             unchanged_since=unchanged_since,
         )
         for row in outcome.updated:
-            self._rows[row.uid] = row
+            i = self._index(row.uid)
+            if i is not None:
+                self._set_row(row, i)
             self._own[row.uid] = row.modseq
         self._keywords = outcome.keywords
         if outcome.updated:
@@ -1189,10 +1472,10 @@ class ObOxMailboxView(MailboxView):
 
     async def expunge(self, uids: Iterable[int] | None = None) -> tuple[int, ...]:
         store = self._check_writable()
-        wanted = self._uids if uids is None else [u for u in uids if u in self._rows]
+        wanted = list(self._uids) if uids is None else self._known(uids)
         if not wanted:
             return ()
-        done, paths = await store.run(store.index.expunge, self._id, self.guid, list(wanted))
+        done, paths = await store.run(store.index.expunge, self._id, self.guid, wanted)
         if done:
             store.poke()
             await store.delete_objects(paths)
@@ -1204,7 +1487,18 @@ class ObOxMailboxView(MailboxView):
         box = await store.run(store.index.get_mailbox, name)
         if box is None or not box.selectable:
             raise MailboxNotFound(f"Mailbox doesn't exist: {name}")
-        rows = [self._rows[u] for u in sorted(set(uids)) if u in self._rows]
+        present = self._present(uids)
+        await self.preload([u for u, _i in present])
+        rows = []
+        for uid, i in present:
+            got = self._details.get(uid)
+            if got is not None:
+                guid, path, internal, saved, size = got
+                rows.append(
+                    MessageRow(
+                        uid, guid, path, self._modseqs[i], self._flags[i], internal, saved, size
+                    )
+                )
         if not rows:
             return CopyResult(box.uidvalidity, (), ())
         return await self._storage.transfer(store, self._box, rows, box, move=move)

@@ -1,0 +1,43 @@
+"""The UID allocation lock: one open lock file per store, exclusive across stores (processes),
+and still exclusive after the lock file was removed behind an open store's back."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from columba.storage.obox import UID_LOCK_FILE, ObOxStorage
+from tests.unit.test_metacache import info, msg, settings
+
+
+def test_uid_lock_excludes_other_stores_even_after_the_file_was_replaced(tmp_path: Path) -> None:
+    user = info(tmp_path)
+
+    async def blocked(storage: ObOxStorage) -> bool:
+        """Does a delivery through `storage` wait (for the other store's lock)?"""
+        task = asyncio.create_task(storage.deliver(user, msg(1)))
+        done, _ = await asyncio.wait([task], timeout=0.3)
+        if not done:
+            await asyncio.wait_for(task, 10)
+        return not done
+
+    async def scenario() -> None:
+        first, second = ObOxStorage(settings(tmp_path)), ObOxStorage(settings(tmp_path))
+        await first.deliver(user, msg(0))
+        await second.deliver(user, msg(0))
+        store = first._stores[str(Path(user.home) / "columba-index.db")]
+        third = ObOxStorage(settings(tmp_path))
+        for other, replace in ((second, False), (third, True)):
+            if replace:  # `first` still has the removed file open; `third` opens the new one
+                (Path(user.home) / UID_LOCK_FILE).unlink()
+            async with store.uid_lock():
+                waiting = asyncio.create_task(other.deliver(user, msg(2)))
+                done, _ = await asyncio.wait([waiting], timeout=0.3)
+                assert not done  # the other store waits for the lock
+            await asyncio.wait_for(waiting, 10)
+        assert (Path(user.home) / UID_LOCK_FILE).exists()
+        assert not await blocked(first)
+        for storage in (first, second, third):
+            await storage.close()
+
+    asyncio.run(scenario())
