@@ -134,6 +134,18 @@ INDEX_THREADS = 16
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 
 
+_lock_threads: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _lock_pool() -> ThreadPoolExecutor:
+    """Threads that wait for other processes' UID locks (one at most per user store)."""
+    global _lock_threads
+    if _lock_threads is None or _lock_threads[0] != os.getpid():
+        pool = ThreadPoolExecutor(64, thread_name_prefix="columba-uid-lock")
+        _lock_threads = (os.getpid(), pool)
+    return _lock_threads[1]
+
+
 def _index_pool() -> ThreadPoolExecutor:
     """The process's index threads (created on first use; a forked worker makes its own)."""
     global _pool
@@ -142,6 +154,8 @@ def _index_pool() -> ThreadPoolExecutor:
     return _pool[1]
 
 
+UID_LOCK_TIMEOUT = 30.0
+"""Seconds a save waits for another process's UID lock before a temporary failure."""
 UID_LOCK_FILE = "columba-uid.lock"
 """flock held from choosing a save's UIDs until its index commit (UIDs go into the objects'
 metadata, so they are chosen before the objects are written, and must become visible in
@@ -350,8 +364,7 @@ class _UserStore:
 
     async def _lock_uid_file(self) -> int:
         path = self.directory / UID_LOCK_FILE
-        deadline = time.monotonic() + 30
-        delay = 0.002
+        deadline = time.monotonic() + UID_LOCK_TIMEOUT
         while True:
             if self._uid_fd is None:
                 self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -360,11 +373,9 @@ class _UserStore:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StorageTemporaryError(f"timed out waiting for lock {path}") from None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-                continue
+                # Wait in the kernel's queue (a blocking flock on a lock thread), not by polling:
+                # a poller starves while another process's sessions lock back to back.
+                await self._wait_uid_lock(fd, path, deadline - time.monotonic())
             try:
                 same = os.fstat(fd).st_ino == os.stat(path).st_ino
             except OSError:
@@ -373,6 +384,27 @@ class _UserStore:
                 return fd
             fcntl.flock(fd, fcntl.LOCK_UN)  # a stale file: lock the one at the path instead
             self._close_uid_file()
+
+    async def _wait_uid_lock(self, fd: int, path: Path, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        job = loop.run_in_executor(_lock_pool(), fcntl.flock, fd, fcntl.LOCK_EX)
+        try:
+            await asyncio.wait_for(asyncio.shield(job), max(timeout, 0.0))
+        except (TimeoutError, asyncio.CancelledError) as err:
+            # The thread still waits on `fd`: hand the fd to it (unlock and close once it got
+            # the lock) and open a new one next time.
+            self._uid_fd = None
+
+            def abandon(done: asyncio.Future[None]) -> None:
+                with contextlib.suppress(OSError):
+                    if done.exception() is None:
+                        fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+            job.add_done_callback(abandon)
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            raise StorageTemporaryError(f"timed out waiting for lock {path}") from None
 
     def _close_uid_file(self) -> None:
         fd, self._uid_fd = self._uid_fd, None
