@@ -121,13 +121,37 @@ def test_no_hibernation_by_default(tmp_path: Path) -> None:
             a = await connect()
             await a.line()
             await a.cmd(f"LOGIN {USER} {PASSWORD}")
+            assert sessions[0].hibernate_timeout == 0  # Dovecot's default: never
             await a.cmd("ENABLE IMAP4rev2")
             await a.cmd("SELECT INBOX")
             await a.send(b"i IDLE\r\n")
             assert await a.line() == b"+ idling\r\n"
-            await asyncio.sleep(1.5)
-            assert not sessions[0].hibernated
             await a.send(b"DONE\r\n")
             assert await a.line() == b"i OK Idle completed.\r\n"
+            assert not sessions[0].hibernated
+
+    asyncio.run(main())
+
+
+def test_hibernated_session_whose_mailbox_was_deleted_says_bye(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with serving(tmp_path, HIBERNATE) as (connect, sessions):
+            a = await connect()
+            b = await connect()
+            await a.line()
+            await b.line()
+            await b.cmd(f"LOGIN {USER} {PASSWORD}")
+            await b.cmd("CREATE Box")
+            await a.cmd(f"LOGIN {USER} {PASSWORD}")
+            await a.cmd("SELECT Box")
+            session = next(s for s in sessions if s.selected is not None)
+            await a.send(b"i IDLE\r\n")
+            assert await a.line() == b"+ idling\r\n"
+            await _until_hibernated(session)
+            await b.cmd("DELETE Box")
+            assert await a.line(timeout=5) == (
+                b"* BYE Selected mailbox was deleted, have to disconnect.\r\n"
+            )
+            assert await a.line() == b""
 
     asyncio.run(main())

@@ -1,5 +1,5 @@
 """Cross-process change notification never misses a commit made before its first poll, and a
-watched file is asked only when its WAL file changed (or the full poll interval passed)."""
+watched file is asked only when its WAL index changed (or the full poll interval passed)."""
 
 from __future__ import annotations
 
@@ -89,12 +89,12 @@ class _CountingCursor:
         return (7,)
 
 
-def test_a_file_is_asked_only_when_its_wal_changed_or_the_full_interval_passed(
+def test_a_file_is_asked_only_when_its_wal_index_changed_or_the_full_interval_passed(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "index.db"
     _make_db(path)
-    holder = sqlite3.connect(path)  # keeps the WAL file in place, as the index connection does
+    holder = sqlite3.connect(path)  # keeps the WAL index in place, as the index connection does
     holder.execute("SELECT 1 FROM t").fetchall()
     notifier = ChangeNotifier()
     entry = notify._Entry(str(path))
@@ -108,19 +108,19 @@ def test_a_file_is_asked_only_when_its_wal_changed_or_the_full_interval_passed(
         assert cursor.asked == 1  # nothing written: not asked
         _commit(path, 1)
         notifier._poll(entry, conns, 0.3)
-        assert cursor.asked == 2  # the WAL file changed: asked
+        assert cursor.asked == 2  # the commit rewrote the WAL-index header: asked
         notifier._poll(entry, conns, 0.3 + notify.FULL_POLL_INTERVAL)
         assert cursor.asked == 3  # asked anyway once the full interval passed
     finally:
         holder.close()
 
 
-def test_a_commit_the_wal_stat_cannot_see_still_wakes_the_waiter(
+def test_a_commit_the_marker_misses_still_wakes_the_waiter(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "index.db"
     _make_db(path)
-    monkeypatch.setattr(notify, "_wal_key", lambda _path: (1, 1, 1))  # never seems to change
+    monkeypatch.setattr(notify, "_change_marker", lambda _path: b"x" * 48)  # never changes
     monkeypatch.setattr(notify, "FULL_POLL_INTERVAL", 0.5)
 
     async def scenario() -> bool:

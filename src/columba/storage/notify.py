@@ -11,12 +11,12 @@ is answered from the WAL index in shared memory: no disk read, never the object 
 :meth:`Watch.poke` lets a writer in this process wake local waiters at once without waiting for
 the next poll.
 
-Asking costs a read transaction (~40-80 µs: shared-memory locks, several system calls), and a
+Asking costs a read transaction (~10-80 µs: shared-memory locks, several system calls), and a
 worker holding ten thousand IDLE sessions watches a thousand files, so a file is asked only
-when its ``-wal`` file changed since the last question (inode, size or mtime: one ``stat``;
-every commit in WAL mode writes to it) or :data:`FULL_POLL_INTERVAL` has passed; the latter
-catches the one commit a ``stat`` can miss (a WAL rewritten from its start to the same size
-within one clock tick of the previous question).
+when the header of its WAL index (the first 48 bytes of the ``-shm`` file, read with one
+``pread``; SQLite rewrites it in every commit, and a commit becomes visible only with it, see
+https://sqlite.org/walformat.html) changed since the last look, or :data:`FULL_POLL_INTERVAL`
+passed (a safety net; a file without a ``-shm`` file is always asked).
 
 A waiter takes :attr:`Watch.generation` *before* checking its own state in the database, then
 waits for the generation to move past it, so a commit between the check and the wait is never
@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 POLL_INTERVAL = 0.15
 FULL_POLL_INTERVAL = 1.0
-"""Each watched file is asked at least this often, even when its WAL file looks unchanged."""
+"""Each watched file is asked at least this often, even when its WAL index looks unchanged."""
+_WAL_INDEX_HEADER = 48
 
 
 @dataclass(eq=False)
@@ -45,10 +46,10 @@ class _Entry:
     refs: int = 0
     generation: int = 0
     data_version: int | None = None
-    wal_key: tuple[int, int, int] | None = None
-    """``(inode, size, mtime_ns)`` of the ``-wal`` file just before the last question."""
+    marker: bytes | None = None
+    """The WAL-index header as read just before the last question."""
     ask_by: float = 0.0
-    """When the file is asked next whatever its WAL file looks like (``time.monotonic``)."""
+    """When the file is asked next whatever its WAL index looks like (``time.monotonic``)."""
     waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
         default_factory=list
     )
@@ -163,16 +164,16 @@ class ChangeNotifier:
     def _poll(
         self, entry: _Entry, conns: dict[str, tuple[_Entry, sqlite3.Cursor]], now: float
     ) -> None:
-        key = _wal_key(entry.path)
+        marker = _change_marker(entry.path)
         if (
-            key is not None
-            and key == entry.wal_key
+            marker is not None
+            and marker == entry.marker
             and entry.data_version is not None
             and now < entry.ask_by
         ):
-            return  # nothing was written to the WAL since the last question
-        # Taken before asking: a commit after this point changes the WAL file again.
-        entry.wal_key = key
+            return  # no commit became visible since the last question
+        # Read before asking: a commit that becomes visible after this changes it again.
+        entry.marker = marker
         entry.ask_by = now + FULL_POLL_INTERVAL
         try:
             pair = conns.get(entry.path)
@@ -190,7 +191,7 @@ class ChangeNotifier:
                 cursor = pair[1]
             version = int(cursor.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error:
-            entry.wal_key = None
+            entry.marker = None
             bad = conns.pop(entry.path, None)
             if bad is not None:
                 bad[1].connection.close()
@@ -206,12 +207,20 @@ class ChangeNotifier:
             self.bump(entry)
 
 
-def _wal_key(path: str) -> tuple[int, int, int] | None:
+def _change_marker(path: str) -> bytes | None:
+    """The WAL-index header of the database at *path* (the first copy, 48 bytes: change
+    counter, last valid frame, checksums, salts), or None when there is no WAL index file."""
     try:
-        st = os.stat(path + "-wal")
+        fd = os.open(path + "-shm", os.O_RDONLY)
     except OSError:
-        return None  # no WAL file (yet, or not in WAL mode): always ask
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
+        return None
+    try:
+        header = os.pread(fd, _WAL_INDEX_HEADER, 0)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return header if len(header) == _WAL_INDEX_HEADER else None
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
