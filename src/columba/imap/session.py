@@ -379,7 +379,8 @@ class ImapSession:
             data = await self.reader.read(65536)
         else:
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), timeout)
+                async with asyncio.timeout(timeout):  # no task per read, unlike wait_for
+                    data = await self.reader.read(65536)
             except TimeoutError:
                 self.write(bye("Disconnected for inactivity."))
                 await self.flush()

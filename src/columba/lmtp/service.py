@@ -132,7 +132,8 @@ class LmtpSession:
         await writer.drain()
         while not self.closing:
             try:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout)
+                async with asyncio.timeout(self.idle_timeout):  # no task per read
+                    data = await reader.read(READ_SIZE)
             except TimeoutError:
                 writer.write(
                     reply(421, "4.4.2", f"{self.settings.hostname} Disconnected for inactivity")
