@@ -190,8 +190,16 @@ def storage_summary(data: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _cpu_ms(item: dict[str, Any] | None, rate: str, cores: int) -> float | None:
+    """Server CPU milliseconds per unit of `rate` (per command, per message)."""
+    if not item or not item.get(rate) or item.get("server_cpu_share") is None:
+        return None
+    return float(item["server_cpu_share"]) * cores / float(item[rate]) * 1000.0
+
+
 def summarize(data: dict[str, Any]) -> list[Row]:
     """Headline rows (ratios and targets) from the raw results."""
+    cores = len(data.get("meta", {}).get("machine", {}).get("server_cpus", [])) or 1
     rows: list[Row] = []
     keys: list[str] = []
     for peer in ("columba", "dovecot"):
@@ -218,6 +226,16 @@ def summarize(data: dict[str, Any]) -> list[Row]:
                     "1/s",
                 )
             )
+            rows.append(
+                _row(
+                    name,
+                    "server CPU per command",
+                    _cpu_ms(c, "commands_per_sec", cores),
+                    _cpu_ms(d, "commands_per_sec", cores),
+                    "lower",
+                    "ms",
+                )
+            )
             rows.append(_row(name, "errors", _errors(c), _errors(d), "lower", ""))
         elif key.startswith("lmtp_"):
             cv = c.get("messages_per_sec") if c else None
@@ -227,6 +245,16 @@ def summarize(data: dict[str, Any]) -> list[Row]:
             name = _lmtp_name(key)
             rows.append(
                 _row(name, "messages/s", cv, dv, "higher", "1/s", "≥ 1.0× Dovecot, 0 errors", ok)
+            )
+            rows.append(
+                _row(
+                    name,
+                    "server CPU per message",
+                    _cpu_ms(c, "messages_per_sec", cores),
+                    _cpu_ms(d, "messages_per_sec", cores),
+                    "lower",
+                    "ms",
+                )
             )
             rows.append(_row(name, "errors", _errors(c), _errors(d), "lower", ""))
         elif key == "big":
@@ -315,6 +343,8 @@ def _fmt(value: Any, unit: str = "") -> str:
     if isinstance(value, float):
         if unit == "s":
             return f"{value:.3f}"
+        if unit == "ms" and abs(value) < 10:
+            return f"{value:.2f}"
         return f"{value:.1f}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
 
@@ -357,6 +387,12 @@ def markdown(data: dict[str, Any]) -> str:
         )
     if not data["summary"]:
         lines.append("| (no Columba or Dovecot results in this run) | | | | | | | |")
+    if any(row["met"] is False for row in data["summary"]):
+        lines += [
+            "",
+            "Where a target is not met, `bench/PROFILE.md` has the profile: where the time "
+            "goes and what design change would reach the target.",
+        ]
     lines += _storage_section(data)
     lines += _details(data)
     return "\n".join(lines) + "\n"
