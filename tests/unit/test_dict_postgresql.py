@@ -179,10 +179,12 @@ def test_serializable_isolation_retries(pg_server: PgServer) -> None:  # noqa: F
 
 
 class _CommitCutter:
-    """A TCP relay to PostgreSQL that forwards a ``COMMIT`` query and then cuts the connection
-    before the reply comes back: the server commits, the client can't know."""
+    """A TCP relay to PostgreSQL that forwards a ``COMMIT`` query (or the first message holding
+    `marker`) and then cuts the connection before the reply comes back: the server commits,
+    the client can't know."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, marker: bytes = b"COMMIT") -> None:
+        self.marker = marker
         self.target_port = port
         self.server: asyncio.Server | None = None
         self.cut = 0
@@ -198,7 +200,7 @@ class _CommitCutter:
 
         async def upstream() -> None:
             while data := await cr.read(65536):
-                committing = b"COMMIT" in data.upper()
+                committing = self.marker in (data.upper() if self.marker.isupper() else data)
                 if committing:
                     cutting.set()  # no reply from now on reaches the client
                 sw.write(data)
@@ -230,12 +232,19 @@ class _CommitCutter:
             self.server.close()
 
 
-def test_connection_lost_during_commit_is_uncertain(pg_server: PgServer) -> None:  # noqa: F811
+@pytest.mark.parametrize("single", [False, True], ids=["begin-commit", "one-statement"])
+def test_connection_lost_during_commit_is_uncertain(
+    pg_server: PgServer,  # noqa: F811
+    single: bool,
+) -> None:
+    """Lost while ``COMMIT`` (a real transaction) or the one statement of a simple transaction
+    (a dictmap write: ``set_if`` + reverse row) was in flight: the outcome is uncertain."""
     url = fresh_database()
     dbname = urlsplit(url).path.lstrip("/")
 
     async def main() -> None:
-        relay = _CommitCutter(pg_server.port)
+        # The one statement's parameters travel in its Bind message: cut at the value.
+        relay = _CommitCutter(pg_server.port, b"cut-here" if single else b"COMMIT")
         port = await relay.start()
         try:
             # Create the table through a direct connection first.
@@ -250,7 +259,11 @@ def test_connection_lost_during_commit_is_uncertain(pg_server: PgServer) -> None
             )
             try:
                 t = d.transaction()
-                t.set("shared/k", "v")
+                t.set_if("shared/k", None, "cut-here" if single else "v")
+                if single:
+                    t.set("shared/rev", "")
+                else:
+                    t.set_if("shared/k2", None, "v2")  # two conditions: BEGIN ... COMMIT
                 with pytest.raises(DictTemporaryError) as info:
                     await t.commit()
                 assert info.value.uncertain
@@ -258,8 +271,48 @@ def test_connection_lost_during_commit_is_uncertain(pg_server: PgServer) -> None
             finally:
                 await d.close()
             async with create_dict("postgresql", {"pgsql_url": url}) as direct:
-                assert await direct.get("shared/k") == "v"  # it was applied after all
+                # It was applied after all.
+                assert await direct.get("shared/k") == ("cut-here" if single else "v")
+                assert await direct.get("shared/rev" if single else "shared/k2") is not None
         finally:
             await relay.close()
+
+    run(main())
+
+
+def test_dictmap_write_is_one_statement_and_release_sends_nothing(
+    pg_server: PgServer,  # noqa: F811
+) -> None:
+    """A dictmap-style write (``set_if`` of a new name + its reverse row) is one statement, and
+    giving the connection back to the pool sends no reset query: one server round trip each."""
+    from columba.dict.postgresql import PgDict
+
+    async def main() -> None:
+        d = create_dict("postgresql", {"pgsql_url": fresh_database(), "pgsql_pool_size": "1"})
+        assert isinstance(d, PgDict)
+        try:
+            await d.set("shared/warm", "1")  # connects, creates the table
+            pool = await d._pool()
+            conn = await pool.acquire()
+            try:
+                protocol = conn._con._protocol  # type: ignore[attr-defined]
+                before = protocol.queries_count
+            finally:
+                await pool.release(conn)
+            for i in range(5):
+                t = d.transaction()
+                t.set_if(f"shared/dictmap/p{i}", None, f"oid{i}")
+                t.set(f"shared/dictrevmap/oid{i}/p{i}", "")
+                await t.commit()
+            assert protocol.queries_count - before == 5
+            t = d.transaction()
+            t.set_if("shared/dictmap/p0", None, "other")  # exists: conflict, nothing applied
+            t.set("shared/dictrevmap/other/p0", "")
+            with pytest.raises(DictError):
+                await t.commit()
+            assert await d.get("shared/dictmap/p0") == "oid0"
+            assert await d.get("shared/dictrevmap/other/p0") is None
+        finally:
+            await d.close()
 
     run(main())

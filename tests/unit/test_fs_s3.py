@@ -338,6 +338,48 @@ def test_use_after_fork_fails_fast(s3_server: S3Server) -> None:
     assert run(fs.read("a")) == b"x"  # the parent goes on
 
 
+def test_client_shared_per_settings_and_closed_with_its_last_user(s3_server: S3Server) -> None:
+    """Stacks built per user (and per metacache upload) share one client (connection pool) for
+    the same settings; it goes when the last fs using it is closed."""
+    from columba.fs import s3 as s3_module
+
+    prefix = f"unit/{uuid.uuid4().hex}/"
+
+    def fs_for(**extra: str) -> S3Fs:
+        fs = create_fs_stack([FsSpec("s3", s3_server.settings(prefix=prefix, **extra))])
+        assert isinstance(fs, S3Fs)
+        return fs
+
+    before = len(s3_module._SHARED)
+    a, b = fs_for(), fs_for()
+    other = fs_for(fs_s3_timeout_secs="30")  # other client options: its own client
+    assert a.store is b.store
+    assert other.store is not a.store
+    assert len(s3_module._SHARED) == before + 2
+
+    async def main() -> None:
+        await a.write("shared", b"one client")
+        assert await b.read("shared") == b"one client"
+        await a.close()
+        with pytest.raises(FsError, match="closed"):
+            await a.read("shared")
+        assert await b.read("shared") == b"one client"  # still open for the other user
+        await a.close()  # twice: no effect on the count
+        assert len(s3_module._SHARED) == before + 2
+        await b.delete("shared")
+        await b.close()
+        await other.close()
+
+    run(main())
+    assert len(s3_module._SHARED) == before
+    c = fs_for()  # a new client after the last one went
+    try:
+        run(c.write("again", b"x"))
+        assert run(c.read("again")) == b"x"
+    finally:
+        run(c.close())
+
+
 # ----------------------------------------------------------------------------- flaky server
 
 

@@ -262,3 +262,40 @@ def test_resync_and_cleanup(tmp_path: Path) -> None:
         await storage.close()
 
     run(scenario())
+
+
+def test_release_postpones_upload_within_upload_interval(tmp_path: Path) -> None:
+    """A user released again within ``metacache_close_delay`` (a stream of deliveries) is not
+    uploaded every close delay: the upload waits for a quiet close delay, but never longer than
+    ``metacache_upload_interval`` after the first pending release."""
+    import dataclasses
+
+    from columba.storage.metacache import Metacache
+
+    base = dataclasses.replace(
+        settings(tmp_path), metacache_close_delay=0.2, metacache_upload_interval=0.6
+    )
+    user = info(tmp_path)
+    directory = tmp_path / "home" / USER
+
+    async def main() -> list[float]:
+        cache = Metacache(base)
+        uploads: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def flush(*_args: object, **_kwargs: object) -> None:
+            uploads.append(loop.time())
+
+        cache.flush = flush  # type: ignore[assignment,method-assign]
+        start = loop.time()
+        # Released every 50 ms for 1 s: without postponing, an upload every 0.2 s (5).
+        while loop.time() - start < 1.0:
+            cache.released(user, directory)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.4)  # quiet: the last release's upload comes 0.2 s later
+        return [t - start for t in uploads]
+
+    uploads = run(main())
+    assert 2 <= len(uploads) <= 3, uploads  # bounded by the interval, then once when quiet
+    assert uploads[0] >= 0.55, uploads  # postponed up to the interval, not at 0.2 s
+    assert uploads[-1] >= 1.15, uploads  # close_delay after the last release

@@ -24,6 +24,15 @@ deadlock (SQLSTATE 40001/40P01, the normal retry signal of SERIALIZABLE engines)
 whole transaction a few times, then raises `DictTemporaryError`.  Commits are durable with the
 server's default ``synchronous_commit = on``.
 
+One round trip: a transaction whose keys are distinct and that holds at most one ``set_if``
+(every dictmap write: ``set_if`` of the name plus its reverse rows; single operations) is sent
+as *one* statement, data-modifying CTEs gated on the ``set_if``'s outcome (``... WHERE EXISTS
+(SELECT 1 FROM c0)``), instead of ``BEGIN``, one statement per operation and ``COMMIT`` (four
+round trips for a dictmap write, each waiting for the event loop and the server under load).
+A single statement is atomic on its own; a failed condition changes nothing and raises
+`DictConflict`.  Other transactions take the ``BEGIN … COMMIT`` path.  A connection lost while
+that statement was in flight makes the outcome ``uncertain``, as a lost ``COMMIT`` does.
+
 Errors: connection failures, timeouts, "too many connections", server shutdown ->
 `DictTemporaryError`; a connection lost while ``COMMIT`` was in flight sets ``uncertain``.
 Anything else (e.g. ``atomic_inc`` on a non-integer value, a NUL byte in a value) ->
@@ -31,7 +40,9 @@ Anything else (e.g. ``atomic_inc`` on a non-integer value, a NUL byte in a value
 
 Connections: one small asyncpg pool per process (per event loop and connection target), shared
 by every `PgDict` with the same connection settings (one `Dict` is opened per user) and closed
-when the last of them closes.  Constructors do no I/O.
+when the last of them closes.  Constructors do no I/O.  A connection returned to the pool is
+not reset with asyncpg's reset query (a round trip per operation for session state this driver
+never sets); an unfinished transaction is still rolled back.
 
 Settings: ``pgsql_url`` (``postgresql://user:password@host:port/dbname``) or ``pgsql_host``,
 ``pgsql_port``, ``pgsql_dbname``, ``pgsql_user``, ``pgsql_password``; ``pgsql_table`` (default
@@ -43,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import re
 import weakref
@@ -196,6 +208,13 @@ _POOLS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[Any, ...
 )
 
 
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """The pool's reset on release: nothing to do.  asyncpg's default sends ``SELECT
+    pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` - one more round trip on every
+    dict operation, for session state this driver never creates (no advisory locks, cursors,
+    LISTEN or SET).  An open transaction is still rolled back by the pool before this runs."""
+
+
 def _failed(task: asyncio.Task[Any]) -> bool:
     return task.done() and (task.cancelled() or task.exception() is not None)
 
@@ -251,6 +270,7 @@ class PgDict(Dict):
             max_size=self.pool_size,
             timeout=self.timeout,
             command_timeout=self.timeout,
+            reset=_keep_session,
             **self._connect_args,
         )
         return pool
@@ -433,12 +453,18 @@ class PgDict(Dict):
 
     async def apply(self, ops: list[DictOp]) -> None:
         owned = [(self.owner_of(op.key), op) for op in ops]
+        if not owned:
+            return
         exc = _asyncpg().exceptions
+        single = self._single_statement(owned)
         delay = 0.01
         for attempt in range(_MAX_ATTEMPTS):
             pool = await self._pool()
             try:
-                await self._with_conn(pool, lambda conn: self._commit_once(conn, owned))
+                if single is not None:
+                    await self._with_conn(pool, functools.partial(self._commit_single, single))
+                else:
+                    await self._with_conn(pool, lambda conn: self._commit_once(conn, owned))
                 return
             except exc.TransactionRollbackError as err:
                 # Serialization failure / deadlock: the server rolled back; replay is safe.
@@ -451,6 +477,101 @@ class PgDict(Dict):
             except Exception as err:
                 raise _map_error(err, "commit") from err
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _single_statement(
+        self, ops: list[tuple[str, DictOp]]
+    ) -> tuple[str, list[object], bool] | None:
+        """(query, args, has an increment) applying `ops` in one statement, or None when they
+        need a real transaction (a key twice, several conditions)."""
+        if len({(owner, op.key) for owner, op in ops}) != len(ops):
+            return None
+        conditions = [(owner, op) for owner, op in ops if op.kind == "set_if"]
+        if len(conditions) > 1 or any(
+            op.kind not in ("set", "unset", "inc", "set_if") for _o, op in ops
+        ):
+            return None
+        t = self.table
+        args: list[object] = []
+
+        def arg(value: object) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        ctes: list[str] = []
+        gate = ""
+        if conditions:
+            owner, op = conditions[0]
+            u, k = arg(owner), arg(op.key)
+            if op.expected is None and op.value is None:
+                body = (
+                    f"SELECT 1 AS ok WHERE NOT EXISTS "
+                    f"(SELECT 1 FROM {t} WHERE username = {u} AND dict_key = {k})"
+                )
+            elif op.expected is None:
+                body = (
+                    f"INSERT INTO {t} (username, dict_key, dict_value) VALUES ({u}, {k}, "
+                    f"{arg(op.value)}) ON CONFLICT (username, dict_key) DO NOTHING RETURNING 1"
+                )
+            elif op.value is None:
+                body = (
+                    f"DELETE FROM {t} WHERE username = {u} AND dict_key = {k} "
+                    f"AND dict_value = {arg(op.expected)} RETURNING 1"
+                )
+            else:
+                body = (
+                    f"UPDATE {t} SET dict_value = {arg(op.value)} WHERE username = {u} "
+                    f"AND dict_key = {k} AND dict_value = {arg(op.expected)} RETURNING 1"
+                )
+            ctes.append(f"c0 AS ({body})")
+            gate = "EXISTS (SELECT 1 FROM c0)"
+        inc = False
+        for n, (owner, op) in enumerate(ops, 1):
+            if op.kind == "set_if":
+                continue
+            u, k = arg(owner), arg(op.key)
+            if op.kind == "unset":
+                where = f" AND {gate}" if gate else ""
+                body = f"DELETE FROM {t} WHERE username = {u} AND dict_key = {k}{where}"
+            else:
+                if op.kind == "set":
+                    value = arg(op.value)
+                    update = "excluded.dict_value"
+                else:
+                    inc = True
+                    value = arg(str(op.diff))
+                    update = (
+                        f"CAST(CAST({t}.dict_value AS BIGINT) + CAST({value} AS BIGINT) AS TEXT)"
+                    )
+                where = f" WHERE {gate}" if gate else ""
+                body = (
+                    f"INSERT INTO {t} (username, dict_key, dict_value) SELECT {u}, {k}, "
+                    f"CAST({value} AS TEXT){where} ON CONFLICT (username, dict_key) "
+                    f"DO UPDATE SET dict_value = {update}"
+                )
+            ctes.append(f"c{n} AS ({body})")
+        final = f"SELECT {gate}" if gate else "SELECT TRUE"
+        return "WITH " + ", ".join(ctes) + " " + final, args, inc
+
+    async def _commit_single(self, single: tuple[str, list[object], bool], conn: _Conn) -> None:
+        """Run a transaction compiled by `_single_statement` (autocommit: one round trip)."""
+        query, args, inc = single
+        exc = _asyncpg().exceptions
+        try:
+            ok = await conn.fetchval(query, *args)
+        except exc.TransactionRollbackError:
+            raise  # rolled back by the server: certain, retryable
+        except exc.DataError as err:
+            if inc:
+                raise DictError("atomic_inc: value is not an integer or out of range") from err
+            raise _map_error(err, "commit") from err
+        except exc.PostgresError as err:
+            # The server answered with an error: the statement (all of it) did not happen.
+            raise _map_error(err, "commit", uncertain=_is_connection_loss(err)) from err
+        except Exception as err:
+            # Sent (or not) and the answer lost: outcome unknown.
+            raise _map_error(err, "commit", uncertain=True) from err
+        if not ok:
+            raise DictConflict("set_if: the value is not the expected one")
 
     async def _commit_once(self, conn: _Conn, ops: list[tuple[str, DictOp]]) -> None:
         exc = _asyncpg().exceptions

@@ -17,10 +17,13 @@ Behaviour:
   when the whole object was read.  Objects larger than the cache are not cached.
 * Writes are write-through: the entry is dropped first, the data goes to the parent (teed into a
   temp file on the way), and only after the parent's write succeeded is the temp file renamed
-  into place.  ``delete`` and ``copy`` drop the entry before and after the parent operation
-  (``copy`` then hard-links the source's entry, if cached, to the target).  A cache failure
-  (disk full, permissions) never fails the operation: the cache is skipped (and when an entry
-  can't even be removed, this instance stops using the cache, so it never serves stale data).
+  into place.  A whole-object write (bytes, e.g. a delivery) drops the entry and writes the
+  temp file in one thread job *while* the parent writes, and renames on the event loop: no
+  thread hops on the write's critical path besides that overlapped one.  ``delete`` and
+  ``copy`` drop the entry before and after the parent operation (``copy`` then hard-links the
+  source's entry, if cached, to the target).  A cache failure (disk full, permissions) never
+  fails the operation: the cache is skipped (and when an entry can't even be removed, this
+  instance stops using the cache, so it never serves stale data).
 * Metadata, ``stat``, ``exists`` and listings always come from the parent.
 * Eviction is LRU by access time: a hit sets the entry file's mtime to now (atime is unreliable
   with ``relatime``/``noatime``), and when the size accounting exceeds ``fs_fscache_size`` the
@@ -184,6 +187,16 @@ class _Sink:
         self.ok = False
         if self.file is not None or self.tmp:
             await asyncio.to_thread(self._discard)
+
+
+def _unlink_staged(staging: asyncio.Future[tuple[bool, str]]) -> None:
+    """Remove the temp file of a staging job whose write was cancelled meanwhile."""
+    if staging.cancelled() or staging.exception() is not None:
+        return
+    tmp = staging.result()[1]
+    if tmp:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 @register_fs("fscache")
@@ -440,19 +453,91 @@ class FscacheFs(FsWrapper):
         version = slot.version
         sink = _Sink(self)
         try:
-            await self._invalidate(path)
             if isinstance(data, bytes | bytearray | memoryview):
-                await self.parent.write(path, data, metadata)
-                if slot.version == version and len(data) <= self.limit:
-                    await sink.feed(bytes(data))
-                    await sink.install(path)
-            else:
-                await self.parent.write(path, self._tee(data, sink), metadata)
-                if slot.version == version:
-                    await sink.install(path)
+                await self._write_bytes(path, bytes(data), metadata, slot, version)
+                return
+            await self._invalidate(path)
+            await self.parent.write(path, self._tee(data, sink), metadata)
+            if slot.version == version:
+                await sink.install(path)
         finally:
             await sink.discard()
             self._release(path, slot)
+
+    def _drop_and_stage(self, path: str, data: bytes | None) -> tuple[bool, str]:
+        """Drop the entry of `path` and (if `data`) write its new entry to a temp file; one
+        thread job running while the parent writes. Returns (dropped, temp file or "")."""
+        try:
+            self._drop(path)
+        except OSError:
+            return False, ""
+        if data is None:
+            return True, ""
+        tmp = ""
+        try:
+            tmp = self._tmp_name()
+            with open(tmp, "wb") as f:
+                f.write(_HEADER.pack(_MAGIC, len(data)))
+                f.write(data)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.makedirs(os.path.dirname(self._entry(path)), exist_ok=True)
+        except OSError as err:
+            self._warn("write", err)
+            if tmp:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            return True, ""
+        return True, tmp
+
+    async def _write_bytes(
+        self,
+        path: str,
+        data: bytes,
+        metadata: Mapping[str, str] | None,
+        slot: _Slot,
+        version: int,
+    ) -> None:
+        """A whole-object write: dropping the old entry and staging the new one overlap the
+        parent's write (one thread hop, not three on the write's critical path); the staged
+        entry is renamed into place only once the parent's write succeeded and no later
+        write or delete of the path started meanwhile."""
+        cache = len(data) <= self.limit and not self.disabled
+        staging = asyncio.ensure_future(
+            asyncio.to_thread(self._drop_and_stage, path, data if cache else None)
+        )
+        written = False
+        try:
+            await self.parent.write(path, data, metadata)
+            written = True
+        finally:
+            # Whatever the outcome, the old entry must be gone before this returns.
+            try:
+                dropped, tmp = await asyncio.shield(staging)
+            except asyncio.CancelledError:
+                staging.add_done_callback(_unlink_staged)
+                raise
+            except Exception:
+                dropped, tmp = False, ""
+            if not dropped:
+                # An entry we can't remove could be served stale: stop using the cache at all.
+                self._warn("invalidate", OSError(f"can't remove the entry of {path}"))
+                self.disabled = True
+            if tmp and not (written and slot.version == version and not self.disabled):
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                tmp = ""
+        if not tmp:
+            return
+        try:
+            os.rename(tmp, self._entry(path))  # one metadata operation: no thread hop
+        except OSError as err:
+            self._warn("install", err)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return
+        await self._added(_HEADER.size + len(data))
 
     async def delete(self, path: str) -> None:
         check_path(path)

@@ -39,6 +39,13 @@ Metadata keys must be lowercase ``[a-z0-9._-]`` (HTTP header names fold case).  
 not plain printable ASCII are stored RFC 2047 encoded (``=?UTF-8?B?...?=``, what AWS itself
 returns for non-ASCII metadata) and decoded on read.
 
+Clients: every `S3Fs` of a process with the same endpoint, bucket, key prefix, credentials and
+client/retry options shares one obstore client (its HTTP connection pool): the obox stack is
+built per user and the metacache stack per upload, and each used to open its own pool (new TCP
+connections for every user and every index upload).  The shared client is reference-counted
+and dropped when the last `S3Fs` using it is closed; ``fs_s3_max_parallel_requests`` stays a
+limit per fs instance.
+
 Fork: obstore's runtime threads don't survive ``fork()``.  Creating the fs before forking is
 fine; S3 I/O in a process forked after its parent did S3 I/O raises `FsError` (instead of
 hanging), so masters must leave S3 I/O to their workers.
@@ -54,6 +61,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import os
 import re
 import urllib.parse
@@ -124,6 +132,8 @@ _AWS_HOST = re.compile(r"^(?:(?P<bucket>.+)\.)?s3(?:[.-](?P<region>[a-z0-9-]+))?
 # The process whose S3 I/O started obstore's (tokio) runtime: a forked child can't use it.
 _RUNTIME_PID: int | None = None
 _STATUS = re.compile(r"status code: (\d{3})")
+_SHARED: dict[tuple[Any, ...], list[Any]] = {}
+"""Shared clients: key (pid + everything the client is built from) -> [S3Store, users]."""
 _S3_CODE = re.compile(r"<Code>([A-Za-z]+)</Code>")
 
 
@@ -290,7 +300,29 @@ class S3Fs(Fs):
             raise FsError("s3 fs: multipart sizes must be positive")
         self.proxy_url = settings.get("fs_s3_proxy_url", "").strip()
         self._semaphore = asyncio.Semaphore(self.max_parallel)
-        self._store: S3Store | None = self._make_store(secret)
+        self._shared_key: tuple[Any, ...] | None = None
+        self._store: S3Store | None = self._shared_store(secret)
+
+    def _shared_store(self, secret: str) -> S3Store:
+        """This process's client for these settings, created on first use, counted."""
+        key = (
+            os.getpid(),
+            self.target,
+            self.access_key,
+            hashlib.sha256(secret.encode()).hexdigest(),
+            self.max_retries,
+            self.timeout,
+            self.connect_timeout,
+            self.retry_timeout,
+            self.proxy_url,
+        )
+        entry = _SHARED.get(key)
+        if entry is None:
+            entry = _SHARED[key] = [self._make_store(secret), 0]
+        entry[1] += 1
+        self._shared_key = key
+        store: S3Store = entry[0]
+        return store
 
     def _make_store(self, secret: str) -> S3Store:
         t = self.target
@@ -562,6 +594,14 @@ class S3Fs(Fs):
 
     async def close(self) -> None:
         self._store = None
+        key, self._shared_key = self._shared_key, None
+        if key is None:
+            return
+        entry = _SHARED.get(key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del _SHARED[key]  # the last user: the client and its connections go
 
 
 @register_fs("aws-s3")

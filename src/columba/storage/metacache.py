@@ -19,10 +19,15 @@ clean-up that follows a new base.
 
 **Uploads** (``Metacache``, one per storage object in a process): an *important* change (flags)
 schedules an upload within ``metacache_upload_interval``; releasing a user (session end, after
-each delivery) schedules one after ``metacache_close_delay``; ``flushall`` (shutdown) uploads
-everything pending. An upload does nothing when the index's ``change_counter`` equals the one
-last uploaded. It writes a diff when a local base copy exists and the diff is smaller than half
-of it, else a new base.
+each delivery) schedules one ``metacache_close_delay`` after the *last* release: a user used
+again within the delay (a stream of deliveries) postpones it, but never beyond
+``metacache_upload_interval`` after the first pending release, so a busy user is not packed and
+uploaded every couple of seconds (the dictmap keeps every delivery durable meanwhile).
+``flushall`` (shutdown) uploads everything pending. An upload does nothing when the index's
+``change_counter`` equals the one last uploaded. It writes a diff when a local base copy exists
+and the diff is smaller than half of it, else a new base. The SQLite work of uploads (snapshot,
+diff, file reads) runs on the metacache's own two threads, never on the default executor that
+the delivery path's fscache and compression hops share.
 
 **Opening** (``ensure_local``): when the user's index file is missing, the newest bundles are
 pulled; without any, an empty index is created; in both cases it is then reconciled with the
@@ -47,9 +52,10 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from columba.fs.api import Fs, FsError, FsNotFound, FsSpec, create_fs_stack
 from columba.storage.api import StorageError, StorageTemporaryError, UserInfo
@@ -87,6 +93,24 @@ BASE_COPY = "columba-metacache-base.db"
 LOCK_FILE = "columba-metacache.lock"
 _DELETES = "_bundle_deletes"
 _SEQUENCE = "_bundle_sequence"
+_T = TypeVar("_T")
+_THREADS = 2
+_executor: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The process's metacache threads (created on first use; a forked worker makes its own)."""
+    global _executor
+    if _executor is None or _executor[0] != os.getpid():
+        _executor = (os.getpid(), ThreadPoolExecutor(_THREADS, thread_name_prefix="metacache"))
+    return _executor[1]
+
+
+async def _in_thread(fn: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking SQLite/file work of an upload on the metacache threads."""
+    return await asyncio.get_running_loop().run_in_executor(_pool(), fn, *args)
+
+
 _NAME_RE = re.compile(
     r"^bundle\.([0-9a-f]{1,16})\.([0-9a-f]{1,8})\.([0-9a-z]+)"
     r"(?:-([0-9a-f]{1,16})\.([0-9a-f]{1,8})\.([0-9a-z]+))?$"
@@ -371,22 +395,22 @@ async def upload(fs: Fs, directory: Path, username: str, *, force_base: bool = F
         if not local_index_exists(index.parent):
             return None
         state = LocalState.load(directory)
-        current = await asyncio.to_thread(change_counter, index)
+        current = await _in_thread(change_counter, index)
         if current == state.counter and state.base and not force_base:
             return None
         snap = directory / f".columba-metacache-snap.{os.getpid()}.db"
         diff = directory / f".columba-metacache-diff.{os.getpid()}.db"
         base_copy = directory / BASE_COPY
         try:
-            counter = await asyncio.to_thread(snapshot, index, snap)
+            counter = await _in_thread(snapshot, index, snap)
             use_diff = False
             if state.base and base_copy.exists() and not force_base:
-                use_diff = await asyncio.to_thread(make_diff, snap, base_copy, diff)
+                use_diff = await _in_thread(make_diff, snap, base_copy, diff)
                 if use_diff and diff.stat().st_size * 2 > base_copy.stat().st_size:
                     use_diff = False
             if use_diff:
                 name = new_diff_name(state.base)
-                data = await asyncio.to_thread(diff.read_bytes)
+                data = await _in_thread(diff.read_bytes)
                 await fs.write(
                     _idx_dir(username) + name, data, _bundle_metadata(username, name, len(data))
                 )
@@ -397,7 +421,7 @@ async def upload(fs: Fs, directory: Path, username: str, *, force_base: bool = F
                     await _delete_quietly(fs, _idx_dir(username) + previous)
                 return name
             name = new_base_name()
-            data = await asyncio.to_thread(snap.read_bytes)
+            data = await _in_thread(snap.read_bytes)
             await fs.write(
                 _idx_dir(username) + name, data, _bundle_metadata(username, name, len(data))
             )
@@ -501,6 +525,8 @@ class Metacache:
         self.upload_interval = settings.metacache_upload_interval
         self.close_delay = settings.metacache_close_delay
         self._due: dict[Path, tuple[float, UserInfo, asyncio.TimerHandle]] = {}
+        self._limit: dict[Path, float] = {}
+        """Per pending upload: the time a release may postpone it to at most."""
         self._running: dict[Path, asyncio.Task[None]] = {}
 
     @property
@@ -547,30 +573,58 @@ class Metacache:
         self._schedule(user, directory, self.upload_interval)
 
     def released(self, user: UserInfo, directory: Path) -> None:
-        self._schedule(user, directory, self.close_delay)
+        self._schedule(user, directory, self.close_delay, debounce=True)
 
-    def _schedule(self, user: UserInfo, directory: Path, delay: float) -> None:
+    def _schedule(
+        self, user: UserInfo, directory: Path, delay: float, *, debounce: bool = False
+    ) -> None:
+        """Upload ``directory`` at the latest ``delay`` seconds from now. *debounce* (a release):
+        ``delay`` after this call even if an earlier upload was due, but no later than
+        ``metacache_upload_interval`` after the first request still pending."""
         if not self.enabled:
             return
         loop = asyncio.get_running_loop()
-        when = loop.time() + max(delay, 0.0)
+        now = loop.time()
+        when = now + max(delay, 0.0)
         current = self._due.get(directory)
-        if current is not None:
-            if current[0] <= when:
-                return
-            current[2].cancel()
+        if current is None:
+            handle = loop.call_at(when, self._fire, directory)
+            self._due[directory] = (when, user, handle)
+            self._limit[directory] = max(when, now + self.upload_interval)
+            return
+        limit = self._limit.get(directory, current[0])
+        if debounce:
+            when = min(when, limit)
+        elif when >= current[0]:
+            return
+        if when == current[0]:
+            return
+        if when > current[0]:
+            # Later: keep the timer, `_fire` re-arms it for the new time (no timer churn for a
+            # user released after every delivery).
+            self._due[directory] = (when, user, current[2])
+            return
+        current[2].cancel()
         handle = loop.call_at(when, self._fire, directory)
         self._due[directory] = (when, user, handle)
+        self._limit[directory] = min(limit, max(when, now + self.upload_interval))
 
     def _fire(self, directory: Path) -> None:
-        entry = self._due.pop(directory, None)
+        entry = self._due.get(directory)
         if entry is None:
             return
+        loop = asyncio.get_running_loop()
+        if entry[0] > loop.time() + 0.001:  # postponed meanwhile
+            handle = loop.call_at(entry[0], self._fire, directory)
+            self._due[directory] = (entry[0], entry[1], handle)
+            return
+        del self._due[directory]
+        self._limit.pop(directory, None)
         user = entry[1]
         if directory in self._running:  # one upload at a time: run again afterwards
             self._schedule(user, directory, 0.5)
             return
-        task = asyncio.get_running_loop().create_task(self._upload_task(user, directory))
+        task = loop.create_task(self._upload_task(user, directory))
         self._running[directory] = task
 
     async def _upload_task(self, user: UserInfo, directory: Path) -> None:
@@ -600,6 +654,7 @@ class Metacache:
         """Upload every user with pending changes now (shutdown)."""
         pending = list(self._due.items())
         self._due.clear()
+        self._limit.clear()
         for _when, _user, handle in (v for _k, v in pending):
             handle.cancel()
         running = list(self._running.values())
