@@ -286,7 +286,7 @@ def test_release_postpones_upload_within_upload_interval(tmp_path: Path) -> None
         async def flush(*_args: object, **_kwargs: object) -> None:
             uploads.append(loop.time())
 
-        cache.flush = flush  # type: ignore[assignment,method-assign]
+        cache.flush = flush  # type: ignore[method-assign]
         start = loop.time()
         # Released every 50 ms for 1 s: without postponing, an upload every 0.2 s (5).
         while loop.time() - start < 1.0:
