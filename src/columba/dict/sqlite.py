@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -147,22 +148,33 @@ class _SqliteFile:
             return self._conn
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self.busy_timeout,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,  # only ever used from our one executor thread
-        )
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            conn.execute(f"PRAGMA journal_mode = {self.journal_mode.upper()}")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute(SCHEMA)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # only ever used from our one executor thread
+            )
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+                conn.execute(f"PRAGMA journal_mode = {self.journal_mode.upper()}")
+                conn.execute("PRAGMA synchronous = FULL")
+                conn.execute(SCHEMA)
+            except sqlite3.OperationalError as err:
+                conn.close()
+                # Setting the journal mode can fail at once with "database is locked" while
+                # another process opens or writes the file (SQLite skips the busy handler
+                # there): retry until the busy timeout, as a blocked write would wait.
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+                continue
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            return conn
 
     def get(self, owner: str, key: str) -> str | None:
         row = self._connect().execute(_SELECT, (owner, key)).fetchone()
