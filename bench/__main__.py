@@ -323,6 +323,7 @@ def run(
         finally:
             target.mkdir(parents=True, exist_ok=True)
             (target / f"{name}.log.tail").write_text(peer.log_tail(100) + "\n")
+            (target / f"{name}.log.problems").write_text(peer.log_problems() + "\n")
             peer.stop()
     data: dict[str, Any] = {
         "meta": {

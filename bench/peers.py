@@ -122,6 +122,19 @@ class Peer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def log_problems(self, limit: int = 200) -> str:
+        """The log's warnings, errors and process starts/exits of the whole run (a tail alone
+        misses what went wrong in an early workload)."""
+        if not self.log_path.exists():
+            return ""
+        marks = ("error", "warn", "fatal", "panic", "traceback", "exited", "killed", "signal")
+        found = [
+            line
+            for line in self.log_path.read_text(errors="replace").splitlines()
+            if any(mark in line.lower() for mark in marks)
+        ]
+        return "\n".join(found[:limit])
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:

@@ -11,12 +11,11 @@ is answered from the WAL index in shared memory: no disk read, never the object 
 :meth:`Watch.poke` lets a writer in this process wake local waiters at once without waiting for
 the next poll.
 
-Asking costs a read transaction (~10-80 µs: shared-memory locks, several system calls), and a
-worker holding ten thousand IDLE sessions watches a thousand files, so a file is asked only
-when the header of its WAL index (the first 48 bytes of the ``-shm`` file, read with one
-``pread``; SQLite rewrites it in every commit, and a commit becomes visible only with it, see
-https://sqlite.org/walformat.html) changed since the last look, or :data:`FULL_POLL_INTERVAL`
-passed (a safety net; a file without a ``-shm`` file is always asked).
+Asking costs a read transaction (~10-80 µs: shared-memory locks, several system calls). The
+notifier never opens SQLite's files itself (say, to peek at the ``-shm`` WAL-index header):
+closing such a descriptor drops every POSIX lock this process holds on the file, SQLite's
+shared-memory lock included, and another process then resets the WAL index under this
+process's live mapping of it (SIGBUS; see https://sqlite.org/howtocorrupt.html §2.2).
 
 A waiter takes :attr:`Watch.generation` *before* checking its own state in the database, then
 waits for the generation to move past it, so a commit between the check and the wait is never
@@ -35,9 +34,6 @@ import time
 from dataclasses import dataclass, field
 
 POLL_INTERVAL = 0.15
-FULL_POLL_INTERVAL = 1.0
-"""Each watched file is asked at least this often, even when its WAL index looks unchanged."""
-_WAL_INDEX_HEADER = 48
 
 
 @dataclass(eq=False)
@@ -46,10 +42,6 @@ class _Entry:
     refs: int = 0
     generation: int = 0
     data_version: int | None = None
-    marker: bytes | None = None
-    """The WAL-index header as read just before the last question."""
-    ask_by: float = 0.0
-    """When the file is asked next whatever its WAL index looks like (``time.monotonic``)."""
     waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
         default_factory=list
     )
@@ -164,17 +156,6 @@ class ChangeNotifier:
     def _poll(
         self, entry: _Entry, conns: dict[str, tuple[_Entry, sqlite3.Cursor]], now: float
     ) -> None:
-        marker = _change_marker(entry.path)
-        if (
-            marker is not None
-            and marker == entry.marker
-            and entry.data_version is not None
-            and now < entry.ask_by
-        ):
-            return  # no commit became visible since the last question
-        # Read before asking: a commit that becomes visible after this changes it again.
-        entry.marker = marker
-        entry.ask_by = now + FULL_POLL_INTERVAL
         try:
             pair = conns.get(entry.path)
             if pair is None:
@@ -191,7 +172,6 @@ class ChangeNotifier:
                 cursor = pair[1]
             version = int(cursor.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error:
-            entry.marker = None
             bad = conns.pop(entry.path, None)
             if bad is not None:
                 bad[1].connection.close()
@@ -205,22 +185,6 @@ class ChangeNotifier:
         elif version != entry.data_version:
             entry.data_version = version
             self.bump(entry)
-
-
-def _change_marker(path: str) -> bytes | None:
-    """The WAL-index header of the database at *path* (the first copy, 48 bytes: change
-    counter, last valid frame, checksums, salts), or None when there is no WAL index file."""
-    try:
-        fd = os.open(path + "-shm", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        header = os.pread(fd, _WAL_INDEX_HEADER, 0)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    return header if len(header) == _WAL_INDEX_HEADER else None
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
