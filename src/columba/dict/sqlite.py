@@ -134,6 +134,8 @@ class _SqliteFile:
         self.path = path
         self.journal_mode = journal_mode
         self.busy_timeout = busy_timeout
+        self.key = _file_key(path, journal_mode, busy_timeout)
+        """Its entry in the process's table of open dict files."""
         self.loop = asyncio.get_running_loop()
         self.refs = 0
         self._conn: sqlite3.Connection | None = None
@@ -302,11 +304,16 @@ class _SqliteFile:
         self._executor.shutdown(wait=False)
 
 
-_files: dict[tuple[str, str, float], _SqliteFile] = {}
+_FileKey = tuple[str, str, float]
+_files: dict[_FileKey, _SqliteFile] = {}
+
+
+def _file_key(path: str, journal_mode: str, busy_timeout: float) -> _FileKey:
+    return (os.path.abspath(path), journal_mode, busy_timeout)
 
 
 async def _open_file(path: str, journal_mode: str, busy_timeout: float) -> _SqliteFile:
-    key = (os.path.abspath(path), journal_mode, busy_timeout)
+    key = _file_key(path, journal_mode, busy_timeout)
     shared = _files.get(key)
     if shared is None or shared.loop is not asyncio.get_running_loop():
         shared = _files[key] = _SqliteFile(path, journal_mode, busy_timeout)
@@ -318,9 +325,8 @@ async def _release_file(shared: _SqliteFile) -> None:
     shared.refs -= 1
     if shared.refs > 0:
         return
-    key = (os.path.abspath(shared.path), shared.journal_mode, shared.busy_timeout)
-    if _files.get(key) is shared:
-        del _files[key]
+    if _files.get(shared.key) is shared:
+        del _files[shared.key]
     await shared.close()
 
 

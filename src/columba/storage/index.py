@@ -360,6 +360,22 @@ def _range_chunks(ranges: list[tuple[int, int]]) -> Iterator[tuple[str, list[int
         yield f"({clause})", params
 
 
+def _select_details(
+    conn: sqlite3.Connection, mailbox_id: int, queries: Iterable[tuple[str, list[int]]]
+) -> dict[int, Details]:
+    """:data:`Details` by UID of the mailbox's messages matching each ``(clause, params)``."""
+    out: dict[int, Details] = {}
+    for clause, params in queries:
+        cur = conn.execute(
+            "SELECT uid, guid, object_path, internaldate, savedate, size FROM messages "
+            f"WHERE mailbox_id = ? AND {clause}",
+            [mailbox_id, *params],
+        )
+        for uid, guid, path, internal, saved, size in cur:
+            out[int(uid)] = (str(guid), str(path), str(internal), str(saved), int(size))
+    return out
+
+
 def _check_keyword(flag: str) -> None:
     if not flag or any(ord(c) <= 0x20 or ord(c) == 0x7F or c in _KEYWORD_FORBIDDEN for c in flag):
         raise StorageError(f"Invalid keyword {flag!r}")
@@ -1173,13 +1189,7 @@ class MailIndex:
             keywords = self._keywords(conn, row.id)
             details: dict[int, Details] = {}
             if len(uids) <= EAGER_DETAILS:
-                cur = conn.execute(
-                    "SELECT uid, guid, object_path, internaldate, savedate, size FROM messages "
-                    "WHERE mailbox_id = ?",
-                    (row.id,),
-                )
-                for uid, guid, path, internal, saved, size in cur:
-                    details[int(uid)] = (str(guid), str(path), str(internal), str(saved), int(size))
+                details = _select_details(conn, row.id, [("uid >= ?", [0])])
         distinct = {text: self._flags(text) for text in set(texts)}
         flags = list(map(distinct.__getitem__, texts))
         return LightSnapshot(row, uids, modseqs, flags, keywords, details)
@@ -1187,37 +1197,27 @@ class MailIndex:
     def message_details(self, mailbox_id: int, uids: Sequence[int] | None) -> dict[int, Details]:
         """:data:`Details` of the given UIDs (ascending; None: every message of the mailbox)
         that still exist. The whole mailbox is read as aggregated columns."""
-        out: dict[int, Details] = {}
-        cols = "guid, object_path, internaldate, savedate, size"
         with self._read() as conn:
             if uids is None:
                 got = conn.execute(
                     "SELECT count(*), group_concat(uid, ','), group_concat(guid, ','), "
                     "group_concat(object_path, char(31)), group_concat(internaldate, ','), "
                     "group_concat(savedate, ','), group_concat(size, ',') FROM "
-                    f"(SELECT uid, {cols} FROM messages WHERE mailbox_id = ? ORDER BY uid)",
+                    "(SELECT uid, guid, object_path, internaldate, savedate, size "
+                    "FROM messages WHERE mailbox_id = ? ORDER BY uid)",
                     (mailbox_id,),
                 ).fetchone()
                 count = int(got[0])
                 if count == 0:
-                    return out
+                    return {}
                 seps = [",", ",", _KEY_SEPARATOR, ",", ",", ","]
                 columns = [str(v).split(sep) for v, sep in zip(got[1:], seps, strict=True)]
                 if all(len(c) == count for c in columns):
                     sizes = map(int, columns[5])
                     rows = zip(columns[1], columns[2], columns[3], columns[4], sizes, strict=True)
                     return dict(zip(map(int, columns[0]), rows, strict=True))
-                queries = [("uid >= ?", [0])]
-            else:
-                queries = list(_range_chunks(uid_ranges(uids)))
-            for clause, params in queries:
-                cur = conn.execute(
-                    f"SELECT uid, {cols} FROM messages WHERE mailbox_id = ? AND {clause}",
-                    [mailbox_id, *params],
-                )
-                for uid, guid, path, internal, saved, size in cur:
-                    out[int(uid)] = (str(guid), str(path), str(internal), str(saved), int(size))
-        return out
+                return _select_details(conn, mailbox_id, [("uid >= ?", [0])])
+            return _select_details(conn, mailbox_id, _range_chunks(uid_ranges(uids)))
 
     def header_matches(
         self, mailbox_id: int, uids: Sequence[int], needle: HeaderNeedle
@@ -1666,16 +1666,7 @@ def read_details(path: Path, mailbox_id: int, uids: Sequence[int]) -> dict[int, 
     uri = f"{Path(path).absolute().as_uri()}?mode=ro"
     conn = sqlite3.connect(uri, uri=True, timeout=5.0, isolation_level=None)
     try:
-        out: dict[int, Details] = {}
-        for clause, params in _range_chunks(uid_ranges(uids)):
-            cur = conn.execute(
-                "SELECT uid, guid, object_path, internaldate, savedate, size FROM messages "
-                f"WHERE mailbox_id = ? AND {clause}",
-                [mailbox_id, *params],
-            )
-            for uid, guid, obj, internal, saved, size in cur:
-                out[int(uid)] = (str(guid), str(obj), str(internal), str(saved), int(size))
-        return out
+        return _select_details(conn, mailbox_id, _range_chunks(uid_ranges(uids)))
     finally:
         conn.close()
 

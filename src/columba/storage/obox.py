@@ -131,27 +131,25 @@ STORE_IDLE_MAX = 256
 INDEX_THREADS = 16
 """Threads running index jobs, shared by every user's store in the process."""
 
-_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+class _ProcessPool:
+    """A thread pool of this process, created on first use (a forked worker makes its own)."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = size
+        self.name = name
+        self._owned: tuple[int, ThreadPoolExecutor] | None = None
+
+    def __call__(self) -> ThreadPoolExecutor:
+        if self._owned is None or self._owned[0] != os.getpid():
+            self._owned = (os.getpid(), ThreadPoolExecutor(self.size, thread_name_prefix=self.name))
+        return self._owned[1]
 
 
-_lock_threads: tuple[int, ThreadPoolExecutor] | None = None
-
-
-def _lock_pool() -> ThreadPoolExecutor:
-    """Threads that wait for other processes' UID locks (one at most per user store)."""
-    global _lock_threads
-    if _lock_threads is None or _lock_threads[0] != os.getpid():
-        pool = ThreadPoolExecutor(64, thread_name_prefix="columba-uid-lock")
-        _lock_threads = (os.getpid(), pool)
-    return _lock_threads[1]
-
-
-def _index_pool() -> ThreadPoolExecutor:
-    """The process's index threads (created on first use; a forked worker makes its own)."""
-    global _pool
-    if _pool is None or _pool[0] != os.getpid():
-        _pool = (os.getpid(), ThreadPoolExecutor(INDEX_THREADS, thread_name_prefix="columba-index"))
-    return _pool[1]
+_index_pool = _ProcessPool(INDEX_THREADS, "columba-index")
+"""The index threads, shared by every user's store."""
+_lock_pool = _ProcessPool(64, "columba-uid-lock")
+"""Threads that wait for other processes' UID locks (one at most per user store)."""
 
 
 UID_LOCK_TIMEOUT = 30.0
@@ -1207,12 +1205,7 @@ class ObOxMailboxView(MailboxView):
 
     def _known(self, uids: Iterable[int]) -> list[int]:
         """The given UIDs that are in the view, ascending."""
-        wanted = uids if isinstance(uids, list) else list(uids)
-        if wanted:
-            first = bisect.bisect_left(self._uids, wanted[0])
-            if self._uids[first : first + len(wanted)] == wanted:
-                return list(wanted)
-        return [u for u, _i in self._present(wanted)]
+        return [u for u, _i in self._present(uids)]
 
     def uids(self) -> Sequence[int]:
         return self._uids
