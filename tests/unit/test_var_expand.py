@@ -1104,3 +1104,13 @@ def test_filter_names() -> None:
         " from_epoch date iso8601 ldap_dn calculate"
     }
     assert set(next(iter(documented)).split()) == set(filter_names())
+
+
+def test_arithmetic_on_a_huge_number_is_an_expansion_error() -> None:
+    """Hypothesis found ``%{big | hexlify + 0}``: 8 192 digits made int() raise ValueError
+    (Python's 4 300-digit limit) instead of the out-of-range error; leading zeros still count
+    for nothing."""
+    with pytest.raises(VarExpandError):
+        run("%{big | hexlify + 0}", {"big": "x" * 4096})
+    assert vef.str_to_intmax(b"0" * 5000 + b"7") == 7
+    assert vef.str_to_uintmax(b"9" * 21) is None

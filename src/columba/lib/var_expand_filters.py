@@ -145,19 +145,30 @@ def show(value: bytes) -> str:
 def str_to_intmax(value: bytes) -> int | None:
     """Dovecot's ``str_to_intmax``: optional '-', decimal digits, in range."""
     digits = value[1:] if value[:1] == b"-" else value
-    if not digits or not digits.isdigit():
+    if not digits or not digits.isdigit() or _too_long(digits):
         return None
-    number = int(value)
+    number = _to_int(digits) * (-1 if value[:1] == b"-" else 1)
     if number < INTMAX_MIN or number > INTMAX_MAX:
         return None
     return number
 
 
 def str_to_uintmax(value: bytes) -> int | None:
-    if not value or not value.isdigit():
+    if not value or not value.isdigit() or _too_long(value):
         return None
-    number = int(value)
+    number = _to_int(value)
     return number if number <= UINTMAX_MAX else None
+
+
+def _too_long(digits: bytes) -> bool:
+    """More significant digits than any 64-bit value has: out of range without converting
+    (Python refuses int() of a string over 4300 digits)."""
+    return len(digits.lstrip(b"0")) > len(str(UINTMAX_MAX))
+
+
+def _to_int(digits: bytes) -> int:
+    """Decimal digits (leading zeros however many) as a number."""
+    return int(digits.lstrip(b"0") or b"0")
 
 
 def str_to_uintmax_hex(value: bytes) -> int | None:
